@@ -1,0 +1,124 @@
+"""Validation at the public boundary: clear ValueErrors, nothing checked twice inside."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+ESTIMATORS = ("biased", "unbiased", "linear")
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is a tracer, whose number is unknown until the computation runs."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def check_scalar(name: str, value: Any, *, positive: bool, hint: str = "") -> Any:
+    """Check a numeric hyperparameter: a finite real scalar, > 0 or >= 0.
+
+    Python and NumPy numbers come back as Python floats, so they stay weakly typed and follow
+    the dtype of the data (float32 or float64) instead of promoting it. JAX arrays are kept as
+    they are, so a bandwidth computed from data can be differentiated. Traced values cannot be
+    checked here and are passed through.
+    """
+    if is_traced(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
+        raise ValueError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}.")
+    array = np.asarray(value)
+    if array.shape != ():
+        raise ValueError(f"{name} must be a scalar, got an array of shape {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{name} must be a real number, got dtype {array.dtype}.")
+    number = float(array)
+    bound_ok = number > 0 if positive else number >= 0
+    if not math.isfinite(number) or not bound_ok:
+        relation = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {relation}, got {number}.{hint}")
+    return value if isinstance(value, jax.Array) else number
+
+
+def as_float_array(name: str, value: Any) -> Array:
+    """``value`` as a JAX array of a floating dtype (integers and booleans become default floats)."""
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise ValueError(f"{name} must be an array of numbers, got {type(value).__name__}.") from error
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    return array
+
+
+def common_dtype(*arrays: Array) -> list[Array]:
+    """Cast arrays to their widest floating dtype explicitly (strict dtype promotion allows no mixing)."""
+    dtype = jnp.result_type(*(a.dtype for a in arrays))
+    return [a.astype(dtype) for a in arrays]
+
+
+def as_samples(name: str, value: Any, *, allow_feature_map: bool) -> Float[Array, "m d"]:
+    """Samples (m, d); with ``allow_feature_map`` a feature map (h, w, d) is reshaped to (h*w, d)."""
+    array = as_float_array(name, value)
+    if allow_feature_map and array.ndim == 3:
+        return array.reshape(-1, array.shape[-1])
+    if array.ndim != 2:
+        accepted = "samples (m, d) or a feature map (h, w, d)" if allow_feature_map else "samples (m, d)"
+        advice = " Reshape a feature map (h, w, d) with x.reshape(-1, d)." if not allow_feature_map else ""
+        raise ValueError(
+            f"{name} must be {accepted}: rows are samples, columns are channels; "
+            f"got shape {tuple(array.shape)}.{advice}"
+        )
+    return array
+
+
+def check_sample_pair(
+    x: Any, y: Any, *, allow_feature_map: bool = False
+) -> tuple[Float[Array, "m d"], Float[Array, "n d"]]:
+    """Two sample sets with the same number of channels, cast to one floating dtype."""
+    x = as_samples("x", x, allow_feature_map=allow_feature_map)
+    y = as_samples("y", y, allow_feature_map=allow_feature_map)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must have the same number of channels d: x has shape {tuple(x.shape)} "
+            f"and y has shape {tuple(y.shape)}. Compare features of the same layer."
+        )
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        raise ValueError(f"x and y need at least one sample each, got m={x.shape[0]}, n={y.shape[0]}.")
+    x, y = common_dtype(x, y)
+    return x, y
+
+
+def check_estimator(estimator: str, m: int, n: int) -> None:
+    """The estimator is known and there are enough samples for it."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if estimator == "unbiased" and min(m, n) < 2:
+        raise ValueError(
+            f"The unbiased estimator needs at least 2 samples in x and in y (it averages over "
+            f"pairs i != j), got m={m}, n={n}. Use estimator='biased' or pass more samples."
+        )
+    if estimator == "linear" and min(m, n) < 2:
+        raise ValueError(
+            f"The linear-time estimator needs at least 2 samples in x and in y (it pairs "
+            f"consecutive samples), got m={m}, n={n}. Use estimator='biased' or pass more samples."
+        )
+
+
+def check_block_size(block_size: int | None) -> None:
+    """``block_size`` is None (automatic) or a positive integer."""
+    if block_size is None:
+        return
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer or None (automatic), got {block_size!r}.")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    """``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")

@@ -1,0 +1,462 @@
+"""Positive-definite kernels as immutable pytrees.
+
+A kernel is anything with the :class:`AbstractKernel` interface. Its core is the scalar
+``compute_elementwise(a, b)`` on two vectors; the (m, n) matrix ``kernel(x, y)`` and the row-wise
+``kernel.paired(x, y)`` follow from it, and built-in kernels override them with faster exact forms
+(one matmul instead of m * n vector operations).
+
+Numeric hyperparameters (``sigma``, ``c``, ``scale``, composition factors) are pytree children:
+they are traced by ``jit`` without recompiling and can be differentiated. Flags that change the
+program (the polynomial degree, a user function) are static.
+
+Kernels of the form ``k(a, b) = sum_p c_p (a^T b)^p`` with p <= 2 (linear, polynomial of degree
+<= 2, and sums, products and positive scalings of these that stay within degree 2) advertise their
+coefficients through :meth:`AbstractKernel.inner_product_coefficients`; :func:`mmdstyle.mmd2` then
+takes the exact feature-space route of MATH.md and never builds an m x n matrix.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, ArrayLike, Float
+
+from mmdstyle._checks import check_scalar, is_traced
+
+__all__ = [
+    "AbstractKernel",
+    "FunctionKernel",
+    "Gaussian",
+    "Laplacian",
+    "Linear",
+    "Polynomial",
+    "ProductKernel",
+    "ScaledKernel",
+    "SumKernel",
+    "from_function",
+    "squared_distances",
+]
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry shared by the distance-based kernels
+
+
+def _safe_sqrt(squared: Array) -> Array:
+    """sqrt with gradient 0 (not inf or NaN) where the argument is 0: coinciding samples."""
+    positive = squared > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+def squared_distances(x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+    """All-pairs ``||x_i - y_j||^2`` through one matmul: ``||x_i||^2 + ||y_j||^2 - 2 x_i^T y_j``.
+
+    The expansion cancels catastrophically for near points in float32, so the result is
+    clamped at 0, and when ``x is y`` the self-distances on the diagonal are set to exactly 0.
+    Callers that care (the MMD pairwise route) centre the samples first.
+    """
+    x_norms = jnp.sum(x * x, axis=-1)
+    y_norms = x_norms if x is y else jnp.sum(y * y, axis=-1)
+    cross = jnp.matmul(x, y.T, precision=HIGHEST)
+    distances = jnp.maximum(x_norms[:, None] + y_norms[None, :] - 2.0 * cross, 0.0)
+    if x is y:
+        distances = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, distances)
+    return distances
+
+
+# ----------------------------------------------------------------------------------------------
+# The interface
+
+
+class AbstractKernel(abc.ABC):
+    """A positive-definite kernel ``k(a, b)`` on vectors of R^d.
+
+    Subclasses are frozen dataclasses whose fields are listed as pytree ``_children`` (numbers,
+    traced) or ``_static`` (hashable Python values that shape the program). Every subclass is
+    registered as a pytree automatically; unflattening bypasses ``__init__``, so validation runs
+    when a user builds a kernel, not when JAX rebuilds one from tracers.
+    """
+
+    _children: ClassVar[tuple[str, ...]] = ()
+    _static: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``k(a + t, b + t) == k(a, b)`` for every shift t; the pairwise MMD route then
+    #: centres the samples, which makes float32 distances far more accurate.
+    translation_invariant: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        def flatten(kernel: AbstractKernel) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+            children = tuple(getattr(kernel, name) for name in cls._children)
+            static = tuple(getattr(kernel, name) for name in cls._static)
+            return children, static
+
+        def unflatten(static: tuple[Any, ...], children: Sequence[Any]) -> AbstractKernel:
+            kernel = object.__new__(cls)
+            for name, value in zip(cls._children, children, strict=True):
+                object.__setattr__(kernel, name, value)
+            for name, value in zip(cls._static, static, strict=True):
+                object.__setattr__(kernel, name, value)
+            return kernel
+
+        jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+
+    # -- the core and what follows from it ---------------------------------------------------
+
+    @abc.abstractmethod
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``k(a, b)`` for two vectors: the definition every other method must agree with."""
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """The kernel matrix ``K[i, j] = k(x_i, y_j)``."""
+        row = jax.vmap(self.compute_elementwise, in_axes=(None, 0))
+        return jax.vmap(row, in_axes=(0, None))(x, y)
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        """``k(x_i, y_i)`` for each row i (the diagonal of ``kernel(x, y)`` without the rest)."""
+        return jax.vmap(self.compute_elementwise)(x, y)
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        """Coefficients ``(c_0, ..., c_P)`` if ``k(a, b) = sum_p c_p (a^T b)^p``, else None.
+
+        The length of the tuple (the degree plus one) is static; the coefficients may be traced.
+        """
+        return None
+
+    # -- composition -------------------------------------------------------------------------
+
+    def __add__(self, other: Any) -> AbstractKernel:
+        if not isinstance(other, AbstractKernel):
+            return NotImplemented
+        return SumKernel(self, other)
+
+    def __mul__(self, other: Any) -> AbstractKernel:
+        if isinstance(other, AbstractKernel):
+            return ProductKernel(self, other)
+        if isinstance(other, (int, float)) or hasattr(other, "shape"):
+            return ScaledKernel(other, self)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __pow__(self, power: Any) -> AbstractKernel:
+        if isinstance(power, bool) or not isinstance(power, int) or power < 1:
+            raise ValueError(f"A kernel can be raised to an integer power >= 1, got {power!r}.")
+        result = self
+        for _ in range(power - 1):
+            result = ProductKernel(result, self)
+        return result
+
+    def __sub__(self, other: Any) -> AbstractKernel:
+        raise TypeError(
+            "The difference of two kernels need not be positive definite, so kernels cannot be "
+            "subtracted. Use sums, products and positive scalings."
+        )
+
+    def __neg__(self) -> AbstractKernel:
+        raise TypeError("A negated kernel is not positive definite; scale factors must be > 0.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inner-product kernels: exact feature-space forms
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Linear(AbstractKernel):
+    """``k(a, b) = a^T b``. The biased MMD is ``||mean(x) - mean(y)||^2``: mean matching."""
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return jnp.dot(a, b, precision=HIGHEST)
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return jnp.matmul(x, y.T, precision=HIGHEST)
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return jnp.sum(x * y, axis=-1)
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...]:
+        return (0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Polynomial(AbstractKernel):
+    """``k(a, b) = (scale * a^T b + c)^degree``.
+
+    scikit-learn calls ``scale`` gamma and ``c`` coef0. ``Polynomial(2)`` is the kernel of the
+    Gram-matrix style loss (Li et al., 2017); a degree-p polynomial MMD matches all uncentred
+    moments up to order p. Degrees <= 2 take the exact feature-space route in ``mmd2``.
+
+    Args:
+      degree: integer >= 1 (static: each degree compiles its own program).
+      c: offset >= 0 (a negative offset can break positive definiteness).
+      scale: factor > 0 on the inner product.
+    """
+
+    degree: int = 2
+    c: ArrayLike = 0.0
+    scale: ArrayLike = 1.0
+
+    _children: ClassVar[tuple[str, ...]] = ("c", "scale")
+    _static: ClassVar[tuple[str, ...]] = ("degree",)
+
+    def __post_init__(self) -> None:
+        degree = self.degree
+        integral = isinstance(degree, int) or (isinstance(degree, float) and degree.is_integer())
+        if isinstance(degree, bool) or not integral or degree < 1:
+            raise ValueError(f"degree must be an integer >= 1, got {degree!r}.")
+        object.__setattr__(self, "degree", int(degree))
+        object.__setattr__(self, "c", check_scalar("c", self.c, positive=False))
+        object.__setattr__(self, "scale", check_scalar("scale", self.scale, positive=True))
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return (self.scale * jnp.dot(a, b, precision=HIGHEST) + self.c) ** self.degree
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return (self.scale * jnp.matmul(x, y.T, precision=HIGHEST) + self.c) ** self.degree
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return (self.scale * jnp.sum(x * y, axis=-1) + self.c) ** self.degree
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...]:
+        # (s t + c)^p = sum_k C(p, k) s^k c^(p-k) t^k
+        p = self.degree
+        return tuple(math.comb(p, k) * self.scale**k * self.c ** (p - k) for k in range(p + 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Distance-based kernels: translation invariant, characteristic
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gaussian(AbstractKernel):
+    """``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))``: matches all moments (characteristic).
+
+    geomloss calls ``sigma`` blur. ``sigma`` may be an array computed from data, e.g.
+    ``Gaussian(median_bandwidth(x, y))``, and can be differentiated.
+    """
+
+    sigma: ArrayLike = 1.0
+
+    _children: ClassVar[tuple[str, ...]] = ("sigma",)
+    translation_invariant: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        hint = " A bandwidth of 0 comes from data whose samples all coincide."
+        object.__setattr__(self, "sigma", check_scalar("sigma", self.sigma, positive=True, hint=hint))
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return jnp.exp(-jnp.sum((a - b) ** 2) / (2.0 * self.sigma**2))
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return jnp.exp(-squared_distances(x, y) / (2.0 * self.sigma**2))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Laplacian(AbstractKernel):
+    """``k(a, b) = exp(-||a - b|| / sigma)``, with gradient 0 (not NaN) where a == b."""
+
+    sigma: ArrayLike = 1.0
+
+    _children: ClassVar[tuple[str, ...]] = ("sigma",)
+    translation_invariant: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", check_scalar("sigma", self.sigma, positive=True))
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return jnp.exp(-_safe_sqrt(jnp.sum((a - b) ** 2)) / self.sigma)
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return jnp.exp(-_safe_sqrt(squared_distances(x, y)) / self.sigma)
+
+
+# ----------------------------------------------------------------------------------------------
+# User functions and compositions
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FunctionKernel(AbstractKernel):
+    """A kernel from a plain function ``f(a_vec, b_vec) -> scalar`` (see :func:`from_function`).
+
+    The function is static: each distinct function object compiles its own program. mmdstyle
+    cannot check that it is positive definite; an MMD with an indefinite function is not a
+    distance and can be negative.
+    """
+
+    function: Callable[[Array, Array], ArrayLike]
+    name: str | None = None
+
+    _static: ClassVar[tuple[str, ...]] = ("function", "name")
+
+    def __post_init__(self) -> None:
+        if not callable(self.function):
+            raise ValueError(
+                f"from_function needs a callable f(a, b) -> scalar, got {type(self.function).__name__}."
+            )
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        value = jnp.asarray(self.function(a, b))
+        if value.shape != ():
+            raise ValueError(
+                f"The kernel function {self._label()} must return a scalar for two vectors of shape "
+                f"{tuple(a.shape)}, got shape {tuple(value.shape)}. Reduce over the last axis, "
+                "e.g. jnp.sum(a * b)."
+            )
+        return value
+
+    def _label(self) -> str:
+        return self.name or getattr(self.function, "__name__", repr(self.function))
+
+    def __repr__(self) -> str:
+        return f"FunctionKernel({self._label()})"
+
+
+def from_function(function: Callable[[Array, Array], ArrayLike], name: str | None = None) -> FunctionKernel:
+    """A kernel from any function of two vectors, e.g. ``from_function(lambda a, b: (a @ b + 1) ** 3)``.
+
+    Args:
+      function: ``f(a, b) -> scalar`` for ``a, b`` of shape (d,); written with ``jax.numpy`` so it
+        can be traced, vectorised and differentiated.
+      name: shown in reprs and reports (default: the function's ``__name__``).
+
+    Returns:
+      A :class:`FunctionKernel`; its matrices come from a double ``vmap`` of ``function``.
+    """
+    return FunctionKernel(function, name)
+
+
+def _polynomial_product(p: tuple[ArrayLike, ...], q: tuple[ArrayLike, ...]) -> tuple[ArrayLike, ...]:
+    return tuple(
+        sum(p[i] * q[k - i] for i in range(len(p)) if 0 <= k - i < len(q)) for k in range(len(p) + len(q) - 1)
+    )
+
+
+def check_kernel(name: str, value: Any) -> AbstractKernel:
+    """``value`` is a kernel, or a ValueError that says how to make one."""
+    if not isinstance(value, AbstractKernel):
+        raise ValueError(
+            f"{name} must be a kernel such as mmdstyle.Gaussian(1.0) or mmdstyle.Polynomial(2), got "
+            f"{type(value).__name__}. Wrap a plain function f(a, b) with mmdstyle.kernels.from_function(f)."
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SumKernel(AbstractKernel):
+    """``k(a, b) = k1(a, b) + k2(a, b)``; build it with ``k1 + k2``."""
+
+    first: AbstractKernel
+    second: AbstractKernel
+
+    _children: ClassVar[tuple[str, ...]] = ("first", "second")
+
+    def __post_init__(self) -> None:
+        check_kernel("first", self.first)
+        check_kernel("second", self.second)
+
+    @property
+    def translation_invariant(self) -> bool:  # type: ignore[override]
+        return self.first.translation_invariant and self.second.translation_invariant
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return self.first.compute_elementwise(a, b) + self.second.compute_elementwise(a, b)
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return self.first(x, y) + self.second(x, y)
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return self.first.paired(x, y) + self.second.paired(x, y)
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
+        if p is None or q is None:
+            return None
+        size = max(len(p), len(q))
+        p, q = p + (0.0,) * (size - len(p)), q + (0.0,) * (size - len(q))
+        return tuple(a + b for a, b in zip(p, q, strict=True))
+
+    def __repr__(self) -> str:
+        return f"({self.first!r} + {self.second!r})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProductKernel(AbstractKernel):
+    """``k(a, b) = k1(a, b) * k2(a, b)`` (Schur product theorem); build it with ``k1 * k2``."""
+
+    first: AbstractKernel
+    second: AbstractKernel
+
+    _children: ClassVar[tuple[str, ...]] = ("first", "second")
+
+    def __post_init__(self) -> None:
+        check_kernel("first", self.first)
+        check_kernel("second", self.second)
+
+    @property
+    def translation_invariant(self) -> bool:  # type: ignore[override]
+        return self.first.translation_invariant and self.second.translation_invariant
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return self.first.compute_elementwise(a, b) * self.second.compute_elementwise(a, b)
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return self.first(x, y) * self.second(x, y)
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return self.first.paired(x, y) * self.second.paired(x, y)
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
+        if p is None or q is None:
+            return None
+        return _polynomial_product(p, q)
+
+    def __repr__(self) -> str:
+        return f"({self.first!r} * {self.second!r})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScaledKernel(AbstractKernel):
+    """``k(a, b) = factor * k0(a, b)`` with ``factor > 0``; build it with ``factor * k0``."""
+
+    factor: ArrayLike
+    kernel: AbstractKernel
+
+    _children: ClassVar[tuple[str, ...]] = ("factor", "kernel")
+
+    def __post_init__(self) -> None:
+        hint = " (A kernel scaled by a factor <= 0 is not positive definite.)"
+        object.__setattr__(self, "factor", check_scalar("factor", self.factor, positive=True, hint=hint))
+        check_kernel("kernel", self.kernel)
+
+    @property
+    def translation_invariant(self) -> bool:  # type: ignore[override]
+        return self.kernel.translation_invariant
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return self.factor * self.kernel.compute_elementwise(a, b)
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return self.factor * self.kernel(x, y)
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return self.factor * self.kernel.paired(x, y)
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        coefficients = self.kernel.inner_product_coefficients()
+        if coefficients is None:
+            return None
+        return tuple(self.factor * c for c in coefficients)
+
+    def __repr__(self) -> str:
+        factor = self.factor if not is_traced(self.factor) else "<traced>"
+        return f"{factor} * {self.kernel!r}"

@@ -1,0 +1,143 @@
+"""Style losses on the samples of one CNN layer: Gram (Gatys), MMD (Li et al.), BN statistics.
+
+Each loss takes the generated image's features ``x`` and the style image's features ``y`` as
+samples (m, d) or as feature maps (h, w, d), and returns a scalar. With the defaults,
+``mmd_style_loss(x, y) == gram_style_loss(x, y)``: the Gram loss is the biased MMD with the kernel
+``(a^T b)^2``, divided by ``4 d^2``.
+
+References:
+  Gatys, Ecker, Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+  https://openaccess.thecvf.com/content_cvpr_2016/html/Gatys_Image_Style_Transfer_CVPR_2016_paper.html
+  Li, Wang, Liu, Hou, "Demystifying Neural Style Transfer", IJCAI 2017.
+  https://arxiv.org/abs/1701.01036
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from mmdstyle._checks import as_samples, check_sample_pair, check_scalar
+from mmdstyle.kernels import HIGHEST, AbstractKernel, Polynomial
+from mmdstyle.mmd import Estimator, Route, mmd2
+
+__all__ = ["bn_style_loss", "content_loss", "gram_matrix", "gram_style_loss", "mmd_style_loss"]
+
+
+def gram_matrix(x: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"]) -> Float[Array, "d d"]:
+    """``G = sum_k x_k x_k^T = X^T X``: channel-by-channel inner products over positions.
+
+    Gatys et al. write ``G_ij = sum_k F_ik F_jk`` for the feature map F (d x m); mmdstyle's
+    samples are its transpose, so the matrix is the same. Not normalised; matmul at HIGHEST
+    precision (GPUs would otherwise use TF32).
+    """
+    x = as_samples("x", x, allow_feature_map=True)
+    return jnp.matmul(x.T, x, precision=HIGHEST)
+
+
+def gram_style_loss(
+    x: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+    y: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+) -> Float[Array, ""]:
+    """Gatys et al.'s layer style loss ``E = ||G_x - G_y||_F^2 / (4 d^2 m^2)``.
+
+    Computed as ``||G_x/m - G_y/m||_F^2 / (4 d^2)`` so that no constant overflows and no large
+    number is squared. Peers normalise differently: the PyTorch tutorial's loss is
+    ``4 / d^2`` times this one (README, "Normalisations").
+
+    Args:
+      x: generated image features, (m, d) samples or an (h, w, d) map.
+      y: style image features with the same m and d.
+
+    Returns:
+      The scalar loss.
+    """
+    x, y = check_sample_pair(x, y, allow_feature_map=True)
+    m, n = x.shape[0], y.shape[0]
+    if m != n:
+        raise ValueError(
+            f"gram_style_loss compares Gram matrices of equal sample counts (Gatys et al.), got "
+            f"m={m} and n={n}. For different sizes use mmd_style_loss(x, y), which equals this "
+            f"loss when m == n and otherwise compares ||G_x/m - G_y/n||^2 / (4 d^2)."
+        )
+    d, size = float(x.shape[1]), float(m)
+    difference = gram_matrix(x) / size - gram_matrix(y) / size
+    return jnp.sum(difference**2) / (4.0 * d**2)
+
+
+def mmd_style_loss(
+    x: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+    y: Float[ArrayLike, "n d"] | Float[ArrayLike, "h w d"],
+    kernel: AbstractKernel | None = None,
+    estimator: Estimator = "biased",
+    *,
+    block_size: int | None = None,
+    route: Route = "auto",
+) -> Float[Array, ""]:
+    """The MMD style loss ``MMD^2[x, y; k] / (4 d^2)`` (Li et al., 2017).
+
+    The normalisation ``1 / (4 d^2)`` is the same for every kernel and estimator: it is the one
+    that makes the default, ``Polynomial(2)`` with the biased estimator, equal to Gatys'
+    :func:`gram_style_loss` exactly. For other kernels the scale of the loss is only a
+    convention; balance layers and kernels with their weights, as Li et al. do with fixed
+    factors per kernel.
+
+    Args:
+      x: generated image features, (m, d) samples or an (h, w, d) map.
+      y: style image features, (n, d) or a map; n may differ from m.
+      kernel: default ``Polynomial(2)``, i.e. ``k(a, b) = (a^T b)^2``.
+      estimator: ``"biased"``, ``"unbiased"`` or ``"linear"`` (see :func:`mmdstyle.mmd2`).
+      block_size, route: passed to :func:`mmdstyle.mmd2`.
+
+    Returns:
+      The scalar loss.
+    """
+    x, y = check_sample_pair(x, y, allow_feature_map=True)
+    kernel = Polynomial(2) if kernel is None else kernel
+    d = float(x.shape[1])
+    return mmd2(x, y, kernel, estimator, block_size=block_size, route=route) / (4.0 * d**2)
+
+
+def bn_style_loss(
+    x: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+    y: Float[ArrayLike, "n d"] | Float[ArrayLike, "h w d"],
+    epsilon: float = 1e-8,
+) -> Float[Array, ""]:
+    """Li et al.'s BN-statistics style loss ``1/d sum_c [(mu_x,c - mu_y,c)^2 + (sd_x,c - sd_y,c)^2]``.
+
+    ``sd = sqrt(var + epsilon)`` with the population variance over positions. The epsilon keeps
+    the gradient finite on a channel that is constant (an all-zero ReLU channel), where the
+    official code returns inf/NaN; set ``epsilon=0`` for the paper's formula as written.
+
+    Args:
+      x: generated image features, (m, d) samples or an (h, w, d) map.
+      y: style image features, (n, d) or a map; n may differ from m.
+      epsilon: added to the variance inside the square root, >= 0.
+
+    Returns:
+      The scalar loss.
+    """
+    x, y = check_sample_pair(x, y, allow_feature_map=True)
+    epsilon = check_scalar("epsilon", epsilon, positive=False)
+
+    def mean_and_std(samples: Array) -> tuple[Array, Array]:
+        mean = jnp.mean(samples, axis=0)
+        variance = jnp.mean((samples - mean) ** 2, axis=0)
+        return mean, jnp.sqrt(variance + epsilon)
+
+    (mean_x, std_x), (mean_y, std_y) = mean_and_std(x), mean_and_std(y)
+    return jnp.mean((mean_x - mean_y) ** 2 + (std_x - std_y) ** 2)
+
+
+def content_loss(
+    x: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+    y: Float[ArrayLike, "m d"] | Float[ArrayLike, "h w d"],
+) -> Float[Array, ""]:
+    """Gatys et al.'s content loss ``1/2 sum (F - P)^2`` between features of equal shape."""
+    x, y = check_sample_pair(x, y, allow_feature_map=True)
+    if x.shape != y.shape:
+        raise ValueError(
+            f"content_loss compares features position by position, so the shapes must match: "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}. Resize the content image to the output size."
+        )
+    return 0.5 * jnp.sum((x - y) ** 2)
