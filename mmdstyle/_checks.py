@@ -109,7 +109,7 @@ def check_estimator(estimator: str, m: int, n: int) -> None:
         )
 
 
-def check_block_size(block_size: int | None) -> None:
+def check_block_size(block_size: Any) -> None:
     """``block_size`` is None (automatic) or a positive integer."""
     if block_size is None:
         return

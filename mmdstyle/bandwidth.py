@@ -38,8 +38,8 @@ def _pooled(x: ArrayLike, y: ArrayLike | None) -> Float[Array, "N d"]:
 
 
 def median_bandwidth(
-    x: Float[ArrayLike, "m d"],
-    y: Float[ArrayLike, "n d"] | None = None,
+    x: ArrayLike,
+    y: ArrayLike | None = None,
     *,
     max_samples: int = 2048,
     key: jax.Array | None = None,
@@ -72,13 +72,13 @@ def median_bandwidth(
 
 @jax.jit
 def _median_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
-    centred = samples - jnp.mean(samples, axis=0)
+    centred = samples - jnp.mean(samples, axis=0, keepdims=True)
     rows, columns = np.triu_indices(samples.shape[0], k=1)
     distances = squared_distances(centred, centred)[rows, columns]
     return jnp.sqrt(jnp.median(distances) / 2.0)
 
 
-def mean_bandwidth(x: Float[ArrayLike, "m d"], y: Float[ArrayLike, "n d"] | None = None) -> Float[Array, ""]:
+def mean_bandwidth(x: ArrayLike, y: ArrayLike | None = None) -> Float[Array, ""]:
     """``sigma = sqrt(mean_{i<j} ||z_i - z_j||^2 / 2)`` over pooled samples, exact in O(N d).
 
     Uses ``sum_{i != j} ||z_i - z_j||^2 = 2 N sum_i ||z_i - mean(z)||^2``, so no pair is formed.
@@ -92,6 +92,6 @@ def mean_bandwidth(x: Float[ArrayLike, "m d"], y: Float[ArrayLike, "n d"] | None
     """
     samples = _pooled(x, y)
     size = float(samples.shape[0])
-    scatter = jnp.sum((samples - jnp.mean(samples, axis=0)) ** 2)
+    scatter = jnp.sum((samples - jnp.mean(samples, axis=0, keepdims=True)) ** 2)
     mean_squared_distance = 2.0 * scatter / (size - 1.0)
     return jnp.sqrt(mean_squared_distance / 2.0)

@@ -60,14 +60,20 @@ def _safe_sqrt(squared: Array) -> Array:
 def squared_distances(x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
     """All-pairs ``||x_i - y_j||^2`` through one matmul: ``||x_i||^2 + ||y_j||^2 - 2 x_i^T y_j``.
 
-    The expansion cancels catastrophically for near points in float32, so the result is
-    clamped at 0, and when ``x is y`` the self-distances on the diagonal are set to exactly 0.
-    Callers that care (the MMD pairwise route) centre the samples first.
+    The expansion cancels catastrophically for near points: its rounding error is about
+    ``eps * (||x_i||^2 + ||y_j||^2)``. Values below that noise floor (including the negative ones)
+    are set to 0, so coinciding samples are at distance exactly 0 (the Laplacian's square root
+    would otherwise turn 1e-16 into 1e-8, or 1e-7 into 3e-4 in float32). When ``x is y`` the
+    diagonal is 0 by construction. Callers that care (the MMD pairwise route) centre the
+    samples first, which shrinks the norms and so the noise floor.
     """
     x_norms = jnp.sum(x * x, axis=-1)
     y_norms = x_norms if x is y else jnp.sum(y * y, axis=-1)
     cross = jnp.matmul(x, y.T, precision=HIGHEST)
-    distances = jnp.maximum(x_norms[:, None] + y_norms[None, :] - 2.0 * cross, 0.0)
+    norms = x_norms[:, None] + y_norms[None, :]
+    distances = norms - 2.0 * cross
+    noise_floor = 4.0 * jnp.finfo(distances.dtype).eps * norms
+    distances = jnp.where(distances > noise_floor, distances, 0.0)
     if x is y:
         distances = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, distances)
     return distances

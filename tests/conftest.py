@@ -1,0 +1,33 @@
+"""Test configuration: float64 available, JAX strict about ranks and dtypes.
+
+Equivalence tests run in float64 (MATH.md); float32 cases build float32 arrays explicitly.
+Strict promotion (as in equinox's test suite) makes any silent float32/float64 mixing or rank
+broadcasting inside the package an error. jaxtyping checks every annotated shape at runtime
+(``--jaxtyping-packages`` in pyproject.toml).
+"""
+
+import jax
+import jaxtyping
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20170101)
+
+
+@pytest.fixture
+def as_a_user():
+    """Call the package as a user does: without this test run's runtime type checks.
+
+    Public functions validate their inputs and raise ValueErrors that say what to do; with the
+    runtime checks on, a wrong type would be stopped earlier by a TypeCheckError no user sees.
+    """
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", False)

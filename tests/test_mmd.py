@@ -1,0 +1,281 @@
+"""mmd2: every estimator x kernel x route against brute force, route agreement, properties, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mmdstyle as ms
+from mmdstyle.mmd import default_block_size
+from tests import reference
+
+ESTIMATORS = ["biased", "unbiased", "linear"]
+
+# (package kernel, independent NumPy formula)
+KERNELS = {
+    "linear": (ms.Linear(), reference.linear),
+    "poly1": (ms.Polynomial(1, c=0.5, scale=2.0), reference.polynomial(1, 0.5, 2.0)),
+    "poly2": (ms.Polynomial(2), reference.polynomial(2)),
+    "poly2_c": (ms.Polynomial(2, c=1.5, scale=0.3), reference.polynomial(2, 1.5, 0.3)),
+    "poly3": (ms.Polynomial(3, c=1.0, scale=0.5), reference.polynomial(3, 1.0, 0.5)),
+    "gaussian": (ms.Gaussian(1.7), reference.gaussian(1.7)),
+    "laplacian": (ms.Laplacian(2.5), reference.laplacian(2.5)),
+    "sum": (
+        ms.Gaussian(1.0) + 0.5 * ms.Linear(),
+        lambda a, b: reference.gaussian(1.0)(a, b) + 0.5 * reference.linear(a, b),
+    ),
+    "product_of_linears": (ms.Linear() * ms.Linear(), lambda a, b: reference.linear(a, b) ** 2),
+    "function": (
+        ms.kernels.from_function(lambda a, b: jnp.exp(-jnp.sum(jnp.abs(a - b)))),
+        lambda a, b: float(np.exp(-np.sum(np.abs(a - b)))),
+    ),
+}
+FEATURE_KERNELS = ["linear", "poly1", "poly2", "poly2_c", "product_of_linears"]
+
+
+def samples(rng, m, n, d, shift=0.3):
+    return rng.normal(size=(m, d)), rng.normal(size=(n, d)) + shift
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("route", ["auto", "pairwise"])
+@pytest.mark.parametrize(("m", "n"), [(19, 19), (23, 14)])
+def test_matches_brute_force(rng, name, estimator, route, m, n):
+    kernel, function = KERNELS[name]
+    x, y = samples(rng, m, n, 4)
+    expected = reference.mmd2(function, x, y, estimator)
+    # block_size 5 does not divide m or n: exercises the padded last block and the cyclic windows.
+    actual = ms.mmd2(x, y, kernel, estimator, block_size=5, route=route)
+    # float64 sums of a few hundred terms of size O(1): 1e-10 leaves room for rounding only.
+    np.testing.assert_allclose(float(actual), expected, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 4, 7, 8, 16, 100, None])
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_pairwise_blocks_cover_every_pair_once(rng, block_size, estimator):
+    # Blocks counts odd and even, windows that wrap, a single block: the symmetric sum must weigh
+    # each unordered pair exactly twice and each sample with itself once.
+    x, y = samples(rng, 16, 11, 3)
+    kernel, function = KERNELS["gaussian"]
+    expected = reference.mmd2(function, x, y, estimator)
+    actual = ms.mmd2(x, y, kernel, estimator, block_size=block_size, route="pairwise")
+    np.testing.assert_allclose(float(actual), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", FEATURE_KERNELS)
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_feature_route_equals_pairwise_route(rng, name, estimator):
+    kernel, _ = KERNELS[name]
+    assert ms.select_route(kernel, estimator) == "feature"
+    x, y = samples(rng, 40, 29, 6)
+    feature = ms.mmd2(x, y, kernel, estimator, route="feature")
+    pairwise = ms.mmd2(x, y, kernel, estimator, route="pairwise", block_size=8)
+    np.testing.assert_allclose(float(feature), float(pairwise), rtol=1e-10)
+
+
+@given(
+    m=st.integers(2, 30),
+    n=st.integers(2, 30),
+    d=st.integers(1, 6),
+    c=st.floats(0.0, 2.0),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=25, deadline=None)
+def test_unbiased_poly2_feature_route_is_the_u_statistic(m, n, d, c, seed):
+    # O((m + n) d^2) from Gram matrices and fourth powers == the O(m^2 d) U-statistic.
+    rng = np.random.default_rng(seed)
+    x, y = samples(rng, m, n, d)
+    expected = reference.mmd2(reference.polynomial(2, c), x, y, "unbiased")
+    actual = ms.mmd2(x, y, ms.Polynomial(2, c=c), "unbiased")
+    scale = reference.mmd2(reference.polynomial(2, c), x, 2 * y, "biased")  # magnitude of the terms
+    # U-statistics can be ~0 by cancellation, so the tolerance is relative to the terms' size.
+    assert abs(float(actual) - expected) <= 1e-11 * max(abs(expected), scale)
+
+
+@pytest.mark.parametrize("name", ["poly2", "gaussian", "laplacian", "function"])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_jit_and_no_jit_agree(rng, name, estimator):
+    kernel, _ = KERNELS[name]
+    x, y = samples(rng, 12, 10, 3)
+    eager = ms.mmd2(x, y, kernel, estimator)
+    jitted = jax.jit(lambda a, b, k: ms.mmd2(a, b, k, estimator))(x, y, kernel)
+    np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_symmetric_in_x_and_y(rng, name, estimator):
+    kernel, _ = KERNELS[name]
+    x, y = samples(rng, 14, 14, 3)
+    np.testing.assert_allclose(
+        float(ms.mmd2(x, y, kernel, estimator)), float(ms.mmd2(y, x, kernel, estimator)), rtol=1e-11
+    )
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_invariant_to_permuting_samples(rng, name, estimator):
+    kernel, _ = KERNELS[name]
+    x, y = samples(rng, 15, 12, 3)
+    shuffled = ms.mmd2(rng.permutation(x), rng.permutation(y), kernel, estimator, block_size=4)
+    np.testing.assert_allclose(float(shuffled), float(ms.mmd2(x, y, kernel, estimator)), rtol=1e-11)
+
+
+def test_linear_time_estimator_pairs_samples_in_the_given_order(rng):
+    # MATH.md: z = (x, y) "taken in the given order"; a shuffle is the caller's choice.
+    x, y = samples(rng, 10, 10, 2)
+    kernel, function = KERNELS["gaussian"]
+    reordered = x[::-1]
+    np.testing.assert_allclose(
+        float(ms.mmd2(reordered, y, kernel, "linear")),
+        reference.mmd2(function, reordered, y, "linear"),
+        rtol=1e-12,
+    )
+    assert float(ms.mmd2(reordered, y, kernel, "linear")) != pytest.approx(
+        float(ms.mmd2(x, y, kernel, "linear")), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("route", ["auto", "pairwise"])
+def test_biased_mmd_of_a_sample_with_itself_is_zero(rng, name, route):
+    kernel, _ = KERNELS[name]
+    x = rng.normal(size=(21, 4))
+    value = float(ms.mmd2(x, x, kernel, "biased", route=route, block_size=6))
+    scale = abs(float(jnp.mean(kernel(jnp.asarray(x), jnp.asarray(x))))) + 1.0
+    assert abs(value) <= 1e-13 * scale
+
+
+@pytest.mark.parametrize("name", ["gaussian", "laplacian", "poly3", "function", "sum"])
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_pairwise_gradient_equals_dense_gradient(rng, name, estimator):
+    # The checkpointed scan must differentiate to the same numbers as the dense formula.
+    kernel, _ = KERNELS[name]
+    x, y = samples(rng, 13, 9, 3)
+
+    def dense(a, b):
+        m, n = a.shape[0], b.shape[0]
+        kxx, kyy, kxy = kernel(a, a), kernel(b, b), kernel(a, b)
+        if estimator == "biased":
+            return jnp.sum(kxx) / m**2 + jnp.sum(kyy) / n**2 - 2 * jnp.sum(kxy) / (m * n)
+        within_x = (jnp.sum(kxx) - jnp.trace(kxx)) / (m * (m - 1))
+        within_y = (jnp.sum(kyy) - jnp.trace(kyy)) / (n * (n - 1))
+        return within_x + within_y - 2 * jnp.sum(kxy) / (m * n)
+
+    blocked = jax.grad(lambda a, b: ms.mmd2(a, b, kernel, estimator, block_size=4), argnums=(0, 1))(x, y)
+    expected = jax.grad(dense, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(y))
+    for got, want in zip(blocked, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_with_respect_to_the_bandwidth(rng):
+    x, y = samples(rng, 10, 12, 3)
+
+    def loss(sigma):
+        return ms.mmd2(x, y, ms.Gaussian(sigma), block_size=3)
+
+    step = 1e-5
+    finite_difference = (loss(1.2 + step) - loss(1.2 - step)) / (2 * step)
+    # Central differences in float64: truncation O(step^2) ~ 1e-10, rounding ~ 1e-16 / step.
+    np.testing.assert_allclose(float(jax.grad(loss)(1.2)), float(finite_difference), rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["poly2", "gaussian", "laplacian"])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_float32_in_float32_out(rng, name, estimator):
+    kernel, function = KERNELS[name]
+    x, y = samples(rng, 64, 48, 8)
+    value = ms.mmd2(x.astype(np.float32), y.astype(np.float32), kernel, estimator)
+    assert value.dtype == jnp.float32
+    expected = reference.mmd2(function, x, y, estimator)
+    scale = reference.mmd2(function, x, x[::-1], "biased") + abs(reference.mmd2(function, x, 3 * y, "biased"))
+    # float32 epsilon is 6e-8; sums over a few thousand kernel values lose at most ~1e-5 of the
+    # terms' magnitude, which is what the scale measures.
+    assert abs(float(value) - expected) <= 1e-5 * scale
+
+
+def test_centring_keeps_float32_gaussian_accurate_far_from_the_origin(rng):
+    # ||a||^2 + ||b||^2 - 2 a^T b cancels for points near each other but far from the origin;
+    # the pairwise route centres translation-invariant kernels, so the shift must not matter.
+    x, y = samples(rng, 50, 50, 4)
+    offset = 1e3
+    shifted = ms.mmd2((x + offset).astype(np.float32), (y + offset).astype(np.float32), ms.Gaussian(1.0))
+    expected = reference.mmd2(reference.gaussian(1.0), x, y, "biased")
+    # Without centring the distances would carry errors of order 1e6 * 6e-8 = 0.06 (so would MMD);
+    # centring leaves the float32 rounding of the offset itself, ~1e3 * 6e-8 per coordinate.
+    np.testing.assert_allclose(float(shifted), expected, rtol=1e-3)
+
+
+def test_routes_are_selected_from_the_kernel():
+    assert ms.select_route(ms.Polynomial(2)) == "feature"
+    assert ms.select_route(ms.Polynomial(2) + ms.Linear()) == "feature"
+    assert ms.select_route(ms.Linear() * ms.Linear()) == "feature"
+    assert ms.select_route(ms.Polynomial(2) * ms.Linear()) == "pairwise"  # degree 3
+    assert ms.select_route(ms.Polynomial(3)) == "pairwise"
+    assert ms.select_route(ms.Gaussian(1.0) + ms.Linear()) == "pairwise"
+    assert ms.select_route(ms.Polynomial(2), "linear") == "paired"
+    assert ms.select_route(ms.Polynomial(2), route="pairwise") == "pairwise"
+
+
+def test_default_block_size_bounds_the_block():
+    assert default_block_size(65536, 65536) * 65536 <= 2**22
+    assert default_block_size(10, 7) == 10
+    assert default_block_size(10**8, 3) == 1
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "y_shape", "kwargs", "message"),
+    [
+        ((10,), (10, 3), {}, r"x must be samples \(m, d\).*got shape \(10,\).*reshape"),
+        ((2, 5, 3), (10, 3), {}, r"x must be samples \(m, d\).*x.reshape\(-1, d\)"),
+        ((10, 3), (10, 4), {}, "same number of channels d"),
+        ((0, 3), (10, 3), {}, "at least one sample"),
+        ((1, 3), (10, 3), {"estimator": "unbiased"}, "unbiased estimator needs at least 2 samples"),
+        ((10, 3), (1, 3), {"estimator": "linear"}, "linear-time estimator needs at least 2"),
+        ((10, 3), (10, 3), {"estimator": "quadratic"}, "estimator must be one of"),
+        ((10, 3), (10, 3), {"route": "fast"}, "route must be one of"),
+        ((10, 3), (10, 3), {"block_size": 0}, "block_size must be a positive integer"),
+        ((10, 3), (10, 3), {"block_size": True}, "block_size must be a positive integer"),
+        ((10, 3), (10, 3), {"block_size": 2.5}, "block_size must be a positive integer"),
+        ((10, 3), (10, 3), {"block_size": "8"}, "block_size must be a positive integer"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(as_a_user, x_shape, y_shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ms.mmd2(np.ones(x_shape), np.ones(y_shape), ms.Gaussian(1.0), **kwargs)
+
+
+def test_feature_route_requested_for_a_kernel_without_one(as_a_user):
+    with pytest.raises(ValueError, match="route='feature' needs a kernel of the form"):
+        ms.mmd2(np.ones((4, 2)), np.ones((4, 2)), ms.Gaussian(1.0), route="feature")
+
+
+def test_a_plain_function_is_not_a_kernel(as_a_user):
+    with pytest.raises(ValueError, match="from_function"):
+        ms.mmd2(np.ones((4, 2)), np.ones((4, 2)), lambda a, b: a @ b)
+
+
+def test_integer_inputs_are_treated_as_floats():
+    x = np.arange(12).reshape(6, 2)
+    value = ms.mmd2(x, x + 1, ms.Linear())
+    np.testing.assert_allclose(float(value), 2.0, rtol=1e-15)  # ||mean shift||^2 = 1 + 1
+
+
+def test_pairwise_gradient_memory_is_bounded_by_the_block():
+    # The compiled value-and-gradient program must not hold an m x n matrix: the scan body is
+    # rematerialised (jax.checkpoint), so its temporaries scale with block_size * n only.
+    m = n = 2048
+    block = 32
+    x = jnp.zeros((m, 8), jnp.float32)
+    y = jnp.zeros((n, 8), jnp.float32)
+
+    def loss(a, b):
+        return ms.mmd2(a, b, ms.Gaussian(1.0), block_size=block)
+
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(x, y).compile()
+    temporary = compiled.memory_analysis().temp_size_in_bytes
+    full_matrix = m * n * 4
+    assert temporary < full_matrix / 8, f"{temporary} bytes of temporaries for an m x n of {full_matrix}"
