@@ -1,0 +1,5 @@
+import sys
+
+from mmdstyle.cli import main
+
+sys.exit(main())
