@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +33,7 @@ from mmdstyle._checks import check_scalar, is_traced
 
 __all__ = [
     "AbstractKernel",
+    "AbstractPairKernel",
     "FunctionKernel",
     "Gaussian",
     "Laplacian",
@@ -340,6 +342,12 @@ def from_function(function: Callable[[Array, Array], ArrayLike], name: str | Non
     return FunctionKernel(function, name)
 
 
+def _polynomial_sum(p: tuple[ArrayLike, ...], q: tuple[ArrayLike, ...]) -> tuple[ArrayLike, ...]:
+    size = max(len(p), len(q))
+    p, q = p + (0.0,) * (size - len(p)), q + (0.0,) * (size - len(q))
+    return tuple(a + b for a, b in zip(p, q, strict=True))
+
+
 def _polynomial_product(p: tuple[ArrayLike, ...], q: tuple[ArrayLike, ...]) -> tuple[ArrayLike, ...]:
     return tuple(
         sum(p[i] * q[k - i] for i in range(len(p)) if 0 <= k - i < len(q)) for k in range(len(p) + len(q) - 1)
@@ -356,78 +364,67 @@ def check_kernel(name: str, value: Any) -> AbstractKernel:
     return value
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class SumKernel(AbstractKernel):
+class AbstractPairKernel(AbstractKernel):
+    """Two kernels combined entry by entry with ``combine``; every view (scalar, matrix, paired,
+    inner-product coefficients) combines the parts' views the same way."""
+
+    first: AbstractKernel
+    second: AbstractKernel
+
+    _children: ClassVar[tuple[str, ...]] = ("first", "second")
+    combine: ClassVar[Callable[[Any, Any], Any]]
+    combine_coefficients: ClassVar[Callable[[tuple, tuple], tuple]]
+    symbol: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        check_kernel("first", self.first)
+        check_kernel("second", self.second)
+
+    @property
+    def translation_invariant(self) -> bool:  # type: ignore[override]
+        return self.first.translation_invariant and self.second.translation_invariant
+
+    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        return self.combine(self.first.compute_elementwise(a, b), self.second.compute_elementwise(a, b))
+
+    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        return self.combine(self.first(x, y), self.second(x, y))
+
+    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        return self.combine(self.first.paired(x, y), self.second.paired(x, y))
+
+    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
+        if p is None or q is None:
+            return None
+        return self.combine_coefficients(p, q)
+
+    def __repr__(self) -> str:
+        return f"({self.first!r} {self.symbol} {self.second!r})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class SumKernel(AbstractPairKernel):
     """``k(a, b) = k1(a, b) + k2(a, b)``; build it with ``k1 + k2``."""
 
     first: AbstractKernel
     second: AbstractKernel
 
-    _children: ClassVar[tuple[str, ...]] = ("first", "second")
-
-    def __post_init__(self) -> None:
-        check_kernel("first", self.first)
-        check_kernel("second", self.second)
-
-    @property
-    def translation_invariant(self) -> bool:  # type: ignore[override]
-        return self.first.translation_invariant and self.second.translation_invariant
-
-    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
-        return self.first.compute_elementwise(a, b) + self.second.compute_elementwise(a, b)
-
-    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
-        return self.first(x, y) + self.second(x, y)
-
-    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
-        return self.first.paired(x, y) + self.second.paired(x, y)
-
-    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
-        p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
-        if p is None or q is None:
-            return None
-        size = max(len(p), len(q))
-        p, q = p + (0.0,) * (size - len(p)), q + (0.0,) * (size - len(q))
-        return tuple(a + b for a, b in zip(p, q, strict=True))
-
-    def __repr__(self) -> str:
-        return f"({self.first!r} + {self.second!r})"
+    combine = staticmethod(operator.add)
+    combine_coefficients = staticmethod(_polynomial_sum)
+    symbol = "+"
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class ProductKernel(AbstractKernel):
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class ProductKernel(AbstractPairKernel):
     """``k(a, b) = k1(a, b) * k2(a, b)`` (Schur product theorem); build it with ``k1 * k2``."""
 
     first: AbstractKernel
     second: AbstractKernel
 
-    _children: ClassVar[tuple[str, ...]] = ("first", "second")
-
-    def __post_init__(self) -> None:
-        check_kernel("first", self.first)
-        check_kernel("second", self.second)
-
-    @property
-    def translation_invariant(self) -> bool:  # type: ignore[override]
-        return self.first.translation_invariant and self.second.translation_invariant
-
-    def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
-        return self.first.compute_elementwise(a, b) * self.second.compute_elementwise(a, b)
-
-    def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
-        return self.first(x, y) * self.second(x, y)
-
-    def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
-        return self.first.paired(x, y) * self.second.paired(x, y)
-
-    def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
-        p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
-        if p is None or q is None:
-            return None
-        return _polynomial_product(p, q)
-
-    def __repr__(self) -> str:
-        return f"({self.first!r} * {self.second!r})"
+    combine = staticmethod(operator.mul)
+    combine_coefficients = staticmethod(_polynomial_product)
+    symbol = "*"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

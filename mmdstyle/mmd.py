@@ -41,11 +41,16 @@ ROUTES = ("auto", "feature", "pairwise")
 
 #: Kernel values held at once by one block of the pairwise route (2^22: 16 MiB in float32).
 TILE_ELEMENTS = 2**22
+#: At least this many blocks per sample set, so that the symmetric x-x and y-y sums, which visit
+#: floor(nb/2) + 1 of nb blocks per block row, skip close to half of the pairs.
+MIN_BLOCKS = 16
 
 
 def default_block_size(m: int, n: int) -> int:
-    """Rows of x per block so that one block against all of y holds about ``TILE_ELEMENTS`` values."""
-    return int(max(1, min(max(m, n), TILE_ELEMENTS // max(m, n))))
+    """Rows per block: one block against all samples holds at most ``TILE_ELEMENTS`` values,
+    and the larger sample set has at least ``MIN_BLOCKS`` blocks."""
+    largest = max(m, n)
+    return int(max(1, min(TILE_ELEMENTS // largest, -(-largest // MIN_BLOCKS))))
 
 
 def _feature_coefficients(kernel: AbstractKernel) -> tuple[ArrayLike, ...] | None:

@@ -222,7 +222,8 @@ def test_routes_are_selected_from_the_kernel():
 
 def test_default_block_size_bounds_the_block():
     assert default_block_size(65536, 65536) * 65536 <= 2**22
-    assert default_block_size(10, 7) == 10
+    assert default_block_size(10, 7) == 1  # at least 16 blocks where possible
+    assert default_block_size(16384, 16384) == 256
     assert default_block_size(10**8, 3) == 1
 
 
