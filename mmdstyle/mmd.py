@@ -205,41 +205,56 @@ def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], F
     return padded, valid
 
 
+def _weighted_sum(
+    matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"] | None
+) -> Float[Array, ""]:
+    """``sum_ij u_i K_ij v_j`` (v = 1 if None) as two matrix-vector products, at HIGHEST precision
+    (GPUs would sum in TF32 otherwise)."""
+    row_sums = (
+        jnp.sum(matrix, axis=1)
+        if column_weights is None
+        else jnp.matmul(matrix, column_weights, precision=HIGHEST)
+    )
+    return jnp.dot(row_weights, row_sums, precision=HIGHEST)
+
+
 def symmetric_kernel_sum(
     kernel: AbstractKernel, x: Float[Array, "m d"], block_size: int
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """``(sum_{i != j} k(x_i, x_j), sum_i k(x_i, x_i))`` with each unordered block pair once.
 
-    Block row I is compared with the cyclic window of blocks I, I+1, ..., I + floor(nb/2) (mod nb):
-    over all I this meets every unordered pair of distinct blocks once (counted twice), except,
-    for even nb, the opposite block at distance nb/2, which both ends meet (counted once each).
-    The self-pairs on the diagonal are left out of the first sum and computed exactly (from
-    ``kernel.paired``, not from the float32-cancelling matrix form) in the second.
+    Block row I is compared with itself and with the cyclic window of the next floor(nb/2)
+    blocks (mod nb): over all I this meets every unordered pair of distinct blocks once (counted
+    twice), except, for even nb, the opposite block at distance nb/2, which both ends meet
+    (counted once each). Within block I the self-pairs are masked out rather than subtracted
+    afterwards (with a small bandwidth they would dominate the sum and swamp the rest in
+    float32); they are computed exactly, from ``kernel.paired``, for the second sum.
     """
     m = x.shape[0]
     block = min(block_size, m)
     num_blocks = -(-m // block)
     padded, valid = _pad_rows(x, num_blocks * block)
-    window_blocks = num_blocks // 2 + 1
-    width = window_blocks * block
-    block_weights = np.full(window_blocks, 2.0)
-    block_weights[0] = 1.0
-    if num_blocks % 2 == 0:
-        block_weights[-1] = 1.0
-    column_weights = jnp.asarray(np.repeat(block_weights, block), dtype=x.dtype)
-    off_diagonal = jnp.asarray(~np.eye(block, width, dtype=bool))
+    others = (num_blocks // 2) * block  # columns of the window after block I itself
+    block_weights = np.full(num_blocks // 2, 2.0)
+    if num_blocks % 2 == 0 and num_blocks > 0:
+        block_weights[-1:] = 1.0
+    other_weights = jnp.asarray(np.repeat(block_weights, block), dtype=x.dtype)
+    off_diagonal = jnp.asarray(~np.eye(block, dtype=bool))
     # The windows of the last blocks run past the end: append the first rows again.
-    wrapped = jnp.concatenate([padded, padded[: width - block]])
-    wrapped_valid = jnp.concatenate([valid, valid[: width - block]])
+    wrapped = jnp.concatenate([padded, padded[:others]])
+    wrapped_valid = jnp.concatenate([valid, valid[:others]])
 
     @jax.checkpoint
     def add_block(total: Array, start: Array) -> tuple[Array, None]:
         rows = lax.dynamic_slice_in_dim(padded, start, block)
         rows_valid = lax.dynamic_slice_in_dim(valid, start, block)
-        columns = lax.dynamic_slice_in_dim(wrapped, start, width)
-        columns_weight = lax.dynamic_slice_in_dim(wrapped_valid, start, width) * column_weights
-        weights = jnp.where(off_diagonal, rows_valid[:, None] * columns_weight[None, :], 0.0)
-        return total + jnp.sum(kernel(rows, columns) * weights), None
+        within = jnp.where(off_diagonal, kernel(rows, rows), 0.0)
+        total = total + _weighted_sum(within, rows_valid, rows_valid)
+        if others:
+            columns = lax.dynamic_slice_in_dim(wrapped, start + block, others)
+            columns_weight = lax.dynamic_slice_in_dim(wrapped_valid, start + block, others) * other_weights
+            total = total + _weighted_sum(kernel(rows, columns), rows_valid, columns_weight)
+        return total, None
 
     starts = jnp.arange(num_blocks) * block
     off_diagonal_sum, _ = lax.scan(add_block, jnp.zeros((), x.dtype), starts)
@@ -258,7 +273,7 @@ def cross_kernel_sum(
     @jax.checkpoint
     def add_block(total: Array, block_and_valid: tuple[Array, Array]) -> tuple[Array, None]:
         rows, rows_valid = block_and_valid
-        return total + jnp.sum(kernel(rows, y) * rows_valid[:, None]), None
+        return total + _weighted_sum(kernel(rows, y), rows_valid, None), None
 
     blocks = (padded.reshape(num_blocks, block, d), valid.reshape(num_blocks, block))
     total, _ = lax.scan(add_block, jnp.zeros((), x.dtype), blocks)

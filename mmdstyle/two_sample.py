@@ -43,18 +43,19 @@ class TwoSampleTestResult:
     Attributes:
       statistic: MMD^2 of the observed labelling.
       p_value: ``(1 + #{permuted >= statistic}) / (1 + num_permutations)``.
-      permuted_statistics: MMD^2 of each random relabelling, shape (num_permutations,).
+      permuted_statistics: MMD^2 of each random relabelling, shape (num_permutations,) (with
+        leading batch axes when the test runs under ``jax.vmap``).
       estimator: the estimator of the statistic.
     """
 
-    statistic: Float[Array, ""]
-    p_value: Float[Array, ""]
-    permuted_statistics: Float[Array, " B"]
+    statistic: Float[Array, "*batch"]
+    p_value: Float[Array, "*batch"]
+    permuted_statistics: Float[Array, "*batch B"]
     estimator: str = dataclasses.field(metadata={"static": True})
 
     @property
     def num_permutations(self) -> int:
-        return int(self.permuted_statistics.shape[0])
+        return int(self.permuted_statistics.shape[-1])
 
 
 def mmd2_test(
