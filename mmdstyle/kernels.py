@@ -59,23 +59,30 @@ def _safe_sqrt(squared: Array) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
-def squared_distances(x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+def squared_distances(
+    x: Float[Array, "m d"], y: Float[Array, "n d"], *, zero_below_rounding: bool = False
+) -> Float[Array, "m n"]:
     """All-pairs ``||x_i - y_j||^2`` through one matmul: ``||x_i||^2 + ||y_j||^2 - 2 x_i^T y_j``.
 
     The expansion cancels catastrophically for near points: its rounding error is about
-    ``eps * (||x_i||^2 + ||y_j||^2)``. Values below that noise floor (including the negative ones)
-    are set to 0, so coinciding samples are at distance exactly 0 (the Laplacian's square root
-    would otherwise turn 1e-16 into 1e-8, or 1e-7 into 3e-4 in float32). When ``x is y`` the
-    diagonal is 0 by construction. Callers that care (the MMD pairwise route) centre the
-    samples first, which shrinks the norms and so the noise floor.
+    ``eps * (||x_i||^2 + ||y_j||^2)``, and it can go negative, so it is clamped at 0. When
+    ``x is y`` the diagonal is set to exactly 0. With ``zero_below_rounding`` every value below
+    that rounding noise is set to 0, so coinciding samples are at distance exactly 0: a square
+    root (the Laplacian's) would otherwise turn 1e-16 into 1e-8, or 1e-7 into 3e-4 in float32.
+    (It costs a few operations per entry; the Gaussian does not need it, since exp(-t) moves
+    by only t there.) Callers that care (the MMD pairwise route) centre the samples first,
+    which shrinks the norms and so the noise.
     """
     x_norms = jnp.sum(x * x, axis=-1)
     y_norms = x_norms if x is y else jnp.sum(y * y, axis=-1)
     cross = jnp.matmul(x, y.T, precision=HIGHEST)
     norms = x_norms[:, None] + y_norms[None, :]
     distances = norms - 2.0 * cross
-    noise_floor = 4.0 * jnp.finfo(distances.dtype).eps * norms
-    distances = jnp.where(distances > noise_floor, distances, 0.0)
+    if zero_below_rounding:
+        noise = 4.0 * jnp.finfo(distances.dtype).eps * norms
+        distances = jnp.where(distances > noise, distances, 0.0)
+    else:
+        distances = jnp.maximum(distances, 0.0)
     if x is y:
         distances = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, distances)
     return distances
@@ -284,7 +291,7 @@ class Laplacian(AbstractKernel):
         return jnp.exp(-_safe_sqrt(jnp.sum((a - b) ** 2)) / self.sigma)
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
-        return jnp.exp(-_safe_sqrt(squared_distances(x, y)) / self.sigma)
+        return jnp.exp(-_safe_sqrt(squared_distances(x, y, zero_below_rounding=True)) / self.sigma)
 
 
 # ----------------------------------------------------------------------------------------------

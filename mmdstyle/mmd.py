@@ -32,25 +32,26 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_sample_pair
+from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_sample_pair, is_traced
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel
 
 __all__ = ["ROUTES", "default_block_size", "mmd2", "select_route"]
 
 ROUTES = ("auto", "feature", "pairwise")
 
-#: Kernel values held at once by one block of the pairwise route (2^22: 16 MiB in float32).
-TILE_ELEMENTS = 2**22
-#: At least this many blocks per sample set, so that the symmetric x-x and y-y sums, which visit
-#: floor(nb/2) + 1 of nb blocks per block row, skip close to half of the pairs.
+#: Kernel values in one tile of the pairwise route: 2^18, 1 MiB in float32, so that a tile stays
+#: in cache between the matmul that makes it and the reduction that consumes it.
+TILE_ELEMENTS = 2**18
+#: Rows per block at most (the default block size).
+MAX_BLOCK_ROWS = 128
+#: At least this many blocks per sample set where possible, so that the symmetric x-x and y-y
+#: sums, which visit floor(nb/2) + 1 of nb blocks per block row, skip close to half the pairs.
 MIN_BLOCKS = 16
 
 
 def default_block_size(m: int, n: int) -> int:
-    """Rows per block: one block against all samples holds at most ``TILE_ELEMENTS`` values,
-    and the larger sample set has at least ``MIN_BLOCKS`` blocks."""
-    largest = max(m, n)
-    return int(max(1, min(TILE_ELEMENTS // largest, -(-largest // MIN_BLOCKS))))
+    """Rows per block: ``MAX_BLOCK_ROWS``, fewer when that leaves under ``MIN_BLOCKS`` blocks."""
+    return int(max(1, min(MAX_BLOCK_ROWS, -(-max(m, n) // MIN_BLOCKS))))
 
 
 def _feature_coefficients(kernel: AbstractKernel) -> tuple[ArrayLike, ...] | None:
@@ -104,8 +105,9 @@ def mmd2(
         ``"unbiased"`` (U-statistic) or ``"linear"`` (linear-time, Gretton 2012 Lemma 14:
         consecutive pairs ``z_p = (x_p, y_p)`` in the given order; shuffle first if the order
         carries structure, as Li et al.'s code does).
-      block_size: rows per block of the pairwise route (default: about 2^22 kernel values
-        per block). Ignored by the other routes.
+      block_size: rows per block of the pairwise route (default: at most 128, and at least 16
+        blocks where possible); each block meets the columns in tiles of about 2^18 kernel
+        values. Memory is O(block_size * max(m, n)) at most. Ignored by the other routes.
       route: ``"auto"`` (feature route when the kernel has one), ``"feature"`` or ``"pairwise"``.
         See :func:`select_route`.
 
@@ -120,10 +122,17 @@ def mmd2(
     chosen = select_route(kernel, estimator, route)
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
-    return _mmd2(x, y, kernel, estimator=estimator, route=chosen, block_size=block_size)
+    powers = _nonzero_powers(kernel) if chosen == "feature" else None
+    return _mmd2(x, y, kernel, estimator=estimator, route=chosen, block_size=block_size, powers=powers)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "route", "block_size"))
+def _nonzero_powers(kernel: AbstractKernel) -> tuple[int, ...]:
+    """Powers p of a^T b whose coefficient is not a concrete 0 (read before jit traces them)."""
+    coefficients = _feature_coefficients(kernel)
+    return tuple(p for p, c in enumerate(coefficients) if is_traced(c) or not np.all(np.asarray(c) == 0.0))
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "route", "block_size", "powers"))
 def _mmd2(
     x: Float[Array, "m d"],
     y: Float[Array, "n d"],
@@ -132,12 +141,14 @@ def _mmd2(
     estimator: str,
     route: str,
     block_size: int,
+    powers: tuple[int, ...] | None,
 ) -> Float[Array, ""]:
+    unbiased = estimator == "unbiased"
     if route == "paired":
         return linear_time_mmd2(x, y, kernel)
     if route == "feature":
-        return feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=estimator == "unbiased")
-    return pairwise_mmd2(x, y, kernel, unbiased=estimator == "unbiased", block_size=block_size)
+        return feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
+    return pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,8 +161,12 @@ def feature_mmd2(
     coefficients: tuple[ArrayLike, ...],
     *,
     unbiased: bool,
+    powers: tuple[int, ...] | None = None,
 ) -> Float[Array, ""]:
     """MMD^2 for ``k(a, b) = c_0 + c_1 a^T b + c_2 (a^T b)^2`` from means and Gram matrices.
+
+    ``powers`` lists the p whose c_p may be nonzero (default: all); terms known to vanish, such
+    as the linear one of ``Polynomial(2)``, then cost nothing.
 
     The biased estimate is written without cancelling sums (MATH.md):
 
@@ -163,7 +178,8 @@ def feature_mmd2(
         Kxx/m - Dx = -c_1 sum_i ||x_i - mean(x)||^2 + c_2 (m ||Gx/m||_F^2 - sum_i ||x_i||^4)
     """
     c = tuple(coefficients) + (0.0,) * (3 - len(coefficients))
-    has_linear, has_quadratic = len(coefficients) >= 2, len(coefficients) >= 3
+    powers = range(len(coefficients)) if powers is None else powers
+    has_linear, has_quadratic = 1 in powers, 2 in powers
     m, n = float(x.shape[0]), float(y.shape[0])
     mean_x, mean_y = jnp.mean(x, axis=0, keepdims=True), jnp.mean(y, axis=0, keepdims=True)
     gram_x = jnp.matmul(x.T, x, precision=HIGHEST) / m if has_quadratic else None
@@ -206,16 +222,65 @@ def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], F
 
 
 def _weighted_sum(
-    matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"] | None
+    matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"]
 ) -> Float[Array, ""]:
-    """``sum_ij u_i K_ij v_j`` (v = 1 if None) as two matrix-vector products, at HIGHEST precision
-    (GPUs would sum in TF32 otherwise)."""
-    row_sums = (
-        jnp.sum(matrix, axis=1)
-        if column_weights is None
-        else jnp.matmul(matrix, column_weights, precision=HIGHEST)
-    )
-    return jnp.dot(row_weights, row_sums, precision=HIGHEST)
+    """``sum_ij u_i K_ij v_j`` as two matrix-vector products, at HIGHEST precision (GPUs would
+    sum in TF32 otherwise)."""
+    return jnp.dot(row_weights, jnp.matmul(matrix, column_weights, precision=HIGHEST), precision=HIGHEST)
+
+
+def _tiled_kernel_sum(
+    kernel: AbstractKernel,
+    rows: Float[Array, "r d"],
+    row_weights: Float[Array, " r"],
+    columns: Float[Array, "c d"],
+    column_weights: Float[Array, " c"],
+    *,
+    block: int,
+    chunk: int,
+    span: int,
+    window: Float[Array, " s"] | None,
+    include_own_block: bool,
+) -> Float[Array, ""]:
+    """``sum_I sum_{j < span} sum_i u_i k(rows_i, columns_{s_I + j}) v_{s_I + j} w_j`` over row blocks I.
+
+    Each block of ``block`` rows meets ``span`` consecutive columns in tiles of ``block x chunk``
+    kernel values (small enough to stay in cache), starting at ``s_I = I * block + block`` when a
+    ``window`` of relative weights w is given (the symmetric sums) and at 0 otherwise (w = 1).
+    With ``include_own_block`` the block is also compared with itself, self-pairs masked out.
+    Every tile is rematerialised in the backward pass, so memory stays O(block * chunk).
+    """
+    num_blocks = rows.shape[0] // block
+    off_diagonal = jnp.asarray(~np.eye(block, dtype=bool))
+
+    def add_row_block(total: Array, index: Array) -> tuple[Array, None]:
+        start = index * block
+        block_rows = lax.dynamic_slice_in_dim(rows, start, block)
+        block_weights = lax.dynamic_slice_in_dim(row_weights, start, block)
+        first_column = start + block if window is not None else 0
+
+        @jax.checkpoint
+        def add_tile(total: Array, offset: Array) -> tuple[Array, None]:
+            tile_columns = lax.dynamic_slice_in_dim(columns, first_column + offset, chunk)
+            tile_weights = lax.dynamic_slice_in_dim(column_weights, first_column + offset, chunk)
+            if window is not None:
+                tile_weights = tile_weights * lax.dynamic_slice_in_dim(window, offset, chunk)
+            return total + _weighted_sum(kernel(block_rows, tile_columns), block_weights, tile_weights), None
+
+        if include_own_block:
+            own = jax.checkpoint(lambda r, w: _weighted_sum(jnp.where(off_diagonal, kernel(r, r), 0.0), w, w))
+            total = total + own(block_rows, block_weights)
+        if span:
+            total, _ = lax.scan(add_tile, total, jnp.arange(0, span, chunk))
+        return total, None
+
+    total, _ = lax.scan(add_row_block, jnp.zeros((), rows.dtype), jnp.arange(num_blocks))
+    return total
+
+
+def _chunk_size(span: int, block: int) -> int:
+    """Columns per tile: about ``TILE_ELEMENTS / block``, a multiple of ``block``, at most span."""
+    return int(max(block, min(span, (TILE_ELEMENTS // block) // block * block)))
 
 
 def symmetric_kernel_sum(
@@ -234,50 +299,57 @@ def symmetric_kernel_sum(
     block = min(block_size, m)
     num_blocks = -(-m // block)
     padded, valid = _pad_rows(x, num_blocks * block)
-    others = (num_blocks // 2) * block  # columns of the window after block I itself
-    block_weights = np.full(num_blocks // 2, 2.0)
-    if num_blocks % 2 == 0 and num_blocks > 0:
-        block_weights[-1:] = 1.0
-    other_weights = jnp.asarray(np.repeat(block_weights, block), dtype=x.dtype)
-    off_diagonal = jnp.asarray(~np.eye(block, dtype=bool))
-    # The windows of the last blocks run past the end: append the first rows again.
-    wrapped = jnp.concatenate([padded, padded[:others]])
-    wrapped_valid = jnp.concatenate([valid, valid[:others]])
-
-    @jax.checkpoint
-    def add_block(total: Array, start: Array) -> tuple[Array, None]:
-        rows = lax.dynamic_slice_in_dim(padded, start, block)
-        rows_valid = lax.dynamic_slice_in_dim(valid, start, block)
-        within = jnp.where(off_diagonal, kernel(rows, rows), 0.0)
-        total = total + _weighted_sum(within, rows_valid, rows_valid)
-        if others:
-            columns = lax.dynamic_slice_in_dim(wrapped, start + block, others)
-            columns_weight = lax.dynamic_slice_in_dim(wrapped_valid, start + block, others) * other_weights
-            total = total + _weighted_sum(kernel(rows, columns), rows_valid, columns_weight)
-        return total, None
-
-    starts = jnp.arange(num_blocks) * block
-    off_diagonal_sum, _ = lax.scan(add_block, jnp.zeros((), x.dtype), starts)
+    other_blocks = num_blocks // 2
+    block_weights = np.full(other_blocks, 2.0)
+    if num_blocks % 2 == 0 and other_blocks:
+        block_weights[-1] = 1.0
+    span = other_blocks * block
+    if span:
+        chunk = _chunk_size(span, block)
+        span = -(-span // chunk) * chunk  # whole tiles; the columns past the window weigh 0
+        window = np.zeros(span)
+        window[: other_blocks * block] = np.repeat(block_weights, block)
+        # The windows of the last blocks run past the end: append the first rows again.
+        repeats = -(-(num_blocks * block + span) // (num_blocks * block))
+        wrapped, wrapped_valid = jnp.tile(padded, (repeats, 1)), jnp.tile(valid, repeats)
+    else:  # a single block: only its own pairs
+        chunk, window, wrapped, wrapped_valid = block, np.zeros(0), padded, valid
+    off_diagonal_sum = _tiled_kernel_sum(
+        kernel,
+        padded,
+        valid,
+        wrapped,
+        wrapped_valid,
+        block=block,
+        chunk=chunk,
+        span=span,
+        window=jnp.asarray(window, x.dtype),
+        include_own_block=True,
+    )
     return off_diagonal_sum, jnp.sum(kernel.paired(x, x))
 
 
 def cross_kernel_sum(
     kernel: AbstractKernel, x: Float[Array, "m d"], y: Float[Array, "n d"], block_size: int
 ) -> Float[Array, ""]:
-    """``sum_ij k(x_i, y_j)``, one block of rows of x against all of y at a time."""
-    m, d = x.shape
+    """``sum_ij k(x_i, y_j)``, one block of rows of x against all of y at a time, in tiles."""
+    m, n = x.shape[0], y.shape[0]
     block = min(block_size, m)
-    num_blocks = -(-m // block)
-    padded, valid = _pad_rows(x, num_blocks * block)
-
-    @jax.checkpoint
-    def add_block(total: Array, block_and_valid: tuple[Array, Array]) -> tuple[Array, None]:
-        rows, rows_valid = block_and_valid
-        return total + _weighted_sum(kernel(rows, y), rows_valid, None), None
-
-    blocks = (padded.reshape(num_blocks, block, d), valid.reshape(num_blocks, block))
-    total, _ = lax.scan(add_block, jnp.zeros((), x.dtype), blocks)
-    return total
+    rows, rows_valid = _pad_rows(x, -(-m // block) * block)
+    chunk = _chunk_size(n, block) if n >= block else n
+    columns, columns_valid = _pad_rows(y, -(-n // chunk) * chunk)
+    return _tiled_kernel_sum(
+        kernel,
+        rows,
+        rows_valid,
+        columns,
+        columns_valid,
+        block=block,
+        chunk=chunk,
+        span=columns.shape[0],
+        window=None,
+        include_own_block=False,
+    )
 
 
 def pairwise_mmd2(
