@@ -222,11 +222,15 @@ def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], F
 
 
 def _weighted_sum(
-    matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"]
+    matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"] | None
 ) -> Float[Array, ""]:
-    """``sum_ij u_i K_ij v_j`` as two matrix-vector products, at HIGHEST precision (GPUs would
-    sum in TF32 otherwise)."""
-    return jnp.dot(row_weights, jnp.matmul(matrix, column_weights, precision=HIGHEST), precision=HIGHEST)
+    """``sum_ij u_i K_ij v_j`` (v = 1 if None) as two matrix-vector products, at HIGHEST precision
+    (GPUs would sum in TF32 otherwise)."""
+    if column_weights is None:
+        row_sums = jnp.sum(matrix, axis=1)
+    else:
+        row_sums = jnp.matmul(matrix, column_weights, precision=HIGHEST)
+    return jnp.dot(row_weights, row_sums, precision=HIGHEST)
 
 
 def _tiled_kernel_sum(
@@ -234,7 +238,7 @@ def _tiled_kernel_sum(
     rows: Float[Array, "r d"],
     row_weights: Float[Array, " r"],
     columns: Float[Array, "c d"],
-    column_weights: Float[Array, " c"],
+    column_weights: Float[Array, " c"] | None,
     *,
     block: int,
     chunk: int,
@@ -262,7 +266,9 @@ def _tiled_kernel_sum(
         @jax.checkpoint
         def add_tile(total: Array, offset: Array) -> tuple[Array, None]:
             tile_columns = lax.dynamic_slice_in_dim(columns, first_column + offset, chunk)
-            tile_weights = lax.dynamic_slice_in_dim(column_weights, first_column + offset, chunk)
+            tile_weights = None
+            if column_weights is not None:
+                tile_weights = lax.dynamic_slice_in_dim(column_weights, first_column + offset, chunk)
             if window is not None:
                 tile_weights = tile_weights * lax.dynamic_slice_in_dim(window, offset, chunk)
             return total + _weighted_sum(kernel(block_rows, tile_columns), block_weights, tile_weights), None
@@ -336,14 +342,16 @@ def cross_kernel_sum(
     m, n = x.shape[0], y.shape[0]
     block = min(block_size, m)
     rows, rows_valid = _pad_rows(x, -(-m // block) * block)
-    chunk = _chunk_size(n, block) if n >= block else n
+    # Without symmetry to exploit, the columns are visited in the fewest tiles that keep a tile
+    # under 16 TILE_ELEMENTS (an unweighted row sum streams well even when it leaves the cache).
+    chunk = n if block * n <= 16 * TILE_ELEMENTS else _chunk_size(n, block)
     columns, columns_valid = _pad_rows(y, -(-n // chunk) * chunk)
     return _tiled_kernel_sum(
         kernel,
         rows,
         rows_valid,
         columns,
-        columns_valid,
+        columns_valid if columns.shape[0] != n else None,
         block=block,
         chunk=chunk,
         span=columns.shape[0],
