@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from mmdstyle import __version__
@@ -30,9 +32,6 @@ def _verify(arguments: argparse.Namespace) -> int:
 
 def _write_json(path: str, data: dict) -> None:
     """Write JSON atomically: a half-written file never stands under the final name."""
-    import os
-    import tempfile
-
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".mmdstyle-", suffix=".json")
     try:
