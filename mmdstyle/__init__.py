@@ -22,6 +22,16 @@ from mmdstyle.two_sample import TwoSampleTestResult, mmd2_test
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # The math core imports no network code; ``mmdstyle.features`` (Flax) loads on first access.
+    if name == "features":
+        import importlib
+
+        return importlib.import_module("mmdstyle.features")
+    raise AttributeError(f"module 'mmdstyle' has no attribute {name!r}")
+
+
 __all__ = [
     "AbstractKernel",
     "Gaussian",

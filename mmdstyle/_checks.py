@@ -117,8 +117,9 @@ def check_block_size(block_size: Any) -> None:
         raise ValueError(f"block_size must be a positive integer or None (automatic), got {block_size!r}.")
 
 
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
-    """``value`` is one of ``choices``."""
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> Any:
+    """``value``, checked to be one of ``choices``."""
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from mmdstyle import __version__
+from mmdstyle._io import write_json
 
 EPILOG_VERIFY = """examples:
   mmdstyle verify                  check the identity on VGG-19-shaped ReLU features (64 x 64 image)
@@ -26,22 +24,36 @@ def _verify(arguments: argparse.Namespace) -> int:
     report = verify_gram_mmd_identity(layers, tolerance=arguments.tolerance, source=source)
     print(report.format_table())
     if arguments.json:
-        _write_json(arguments.json, report.to_dict())
+        write_json(arguments.json, report.to_dict())
     return 0 if report.passed else 1
 
 
-def _write_json(path: str, data: dict) -> None:
-    """Write JSON atomically: a half-written file never stands under the final name."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".mmdstyle-", suffix=".json")
+def _weights_download(arguments: argparse.Namespace) -> int:
+    from mmdstyle.features import WeightsNotFoundError, download_weights
+
     try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        path = download_weights(arguments.source, progress=not arguments.quiet, keep_original=arguments.keep)
+    except WeightsNotFoundError as error:
+        print(f"mmdstyle: {error}", file=sys.stderr)
+        return 1
+    print(f"VGG-19 weights ready: {path}")
+    return 0
+
+
+def _weights_info(arguments: argparse.Namespace) -> int:
+    from mmdstyle.features.pretrained import describe_cache
+
+    for key, value in describe_cache().items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _extractors(arguments: argparse.Namespace) -> int:
+    from mmdstyle.features import available_extractors
+
+    for name, description in available_extractors().items():
+        print(f"{name:<20} {description}")
+    return 0
 
 
 def _positive_multiple_of_16(text: str) -> int:
@@ -85,6 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     verify.set_defaults(run=_verify)
+
+    weights = commands.add_parser(
+        "weights",
+        help="download and inspect the pretrained VGG-19 weights",
+        description=(
+            "Pretrained VGG-19 weights live in the cache directory ($MMDSTYLE_HOME, else the user cache "
+            "directory, e.g. ~/.cache/mmdstyle), checked by SHA-256 and converted once to safetensors."
+        ),
+    )
+    weights_commands = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    download = weights_commands.add_parser(
+        "download",
+        help="fetch torchvision's VGG-19 (575 MB), check it, keep its convolutions (80 MB)",
+        description=(
+            "Fetch the ImageNet VGG-19 weights, check their SHA-256, and convert the convolutions to "
+            "safetensors in the cache. A file already in the cache's weights/ folder (copied by hand) is "
+            "checked and converted without any download."
+        ),
+    )
+    download.add_argument(
+        "--source",
+        choices=("torchvision", "timm"),
+        help="where from: torchvision's .pth or timm's safetensors (default: torchvision, then timm)",
+    )
+    download.add_argument("--keep", action="store_true", help="keep the downloaded file after conversion")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(run=_weights_download)
+    info = weights_commands.add_parser("info", help="where the weights are kept and what is there")
+    info.set_defaults(run=_weights_info)
+
+    extractors = commands.add_parser("extractors", help="list the feature extractors by name")
+    extractors.set_defaults(run=_extractors)
     return parser
 
 

@@ -1,0 +1,274 @@
+"""VGG-19's convolutional part in Flax NNX, returning the named activations a style loss reads.
+
+The network is Simonyan & Zisserman's configuration E: sixteen 3x3 convolutions in five blocks,
+each block closed by a 2x2 pooling of stride 2. Layers are named as in the style-transfer
+literature: ``conv{block}_{i}`` (before the ReLU), ``relu{block}_{i}`` and ``pool{block}``.
+
+References:
+    Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    ICLR 2015, https://arxiv.org/abs/1409.1556.
+    Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016
+    (average pooling for synthesis).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.typing import DTypeLike
+from jaxtyping import Array, ArrayLike, Float
+
+from mmdstyle._checks import check_choice
+from mmdstyle.features.preprocessing import PREPROCESSINGS, Preprocessing, preprocess
+
+#: Output channels of each block's convolutions (configuration E).
+VGG19_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+
+#: The sixteen convolutions in order, e.g. ``"conv3_2"``.
+VGG19_CONVOLUTIONS: tuple[str, ...] = tuple(
+    f"conv{block}_{i}" for block, widths in enumerate(VGG19_BLOCKS, 1) for i in range(1, len(widths) + 1)
+)
+
+#: Every layer the network can return, in the order it computes them.
+VGG19_LAYERS: tuple[str, ...] = tuple(
+    name
+    for block, widths in enumerate(VGG19_BLOCKS, 1)
+    for name in (
+        *(f"{kind}{block}_{i}" for i in range(1, len(widths) + 1) for kind in ("conv", "relu")),
+        f"pool{block}",
+    )
+)
+
+#: Index of each convolution in torchvision's ``vgg19().features`` (ReLUs and pools in between).
+TORCHVISION_INDEX: dict[str, int] = {
+    name: index
+    for name, index in zip(
+        VGG19_CONVOLUTIONS, (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34), strict=True
+    )
+}
+
+#: Gatys et al.'s style layers and content layer (CVPR 2016, section 3).
+GATYS_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+GATYS_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
+
+Pooling = Literal["max", "average"]
+Padding = Literal["zero", "reflect"]
+POOLINGS = ("max", "average")
+PADDINGS = ("zero", "reflect")
+
+
+def check_layers(layers: str | Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
+    """Requested layer names as a tuple, each one known; a clear error names any that is not."""
+    names = (layers,) if isinstance(layers, str) else tuple(layers)
+    if not names:
+        raise ValueError("layers is empty: ask for at least one layer, e.g. layers=('relu1_1',).")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(
+            f"unknown layer name(s) {unknown}. This extractor's layers are: {', '.join(available)}."
+        )
+    return names
+
+
+def check_image(image: ArrayLike, *, name: str = "image") -> Array:
+    """An RGB image batch (N, H, W, 3) or a single image (H, W, 3) as a floating JAX array."""
+    array = jnp.asarray(image)
+    if array.ndim not in (3, 4) or array.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must have shape (height, width, 3) or (batch, height, width, 3) with RGB values "
+            f"in [0, 1], got shape {array.shape}. Convert grey or RGBA images to RGB first."
+        )
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} must be floating point with values in [0, 1], got dtype {array.dtype}; "
+            "divide 8-bit images by 255 (mmdstyle.image.load_image does this)."
+        )
+    return array
+
+
+class VGG19(nnx.Module):
+    """VGG-19's sixteen convolutions; ``model(image, layers)`` returns the named activations.
+
+    Args:
+        pooling: ``"max"`` as trained, or ``"average"``, which Gatys et al. found gives smoother
+            gradients and better syntheses.
+        padding: ``"zero"`` as trained, or ``"reflect"``, which avoids dark borders in synthesis.
+        preprocessing: what the weights expect of an RGB image in [0, 1]: ``"torchvision"``
+            (ImageNet mean/std), ``"caffe"`` (BGR, 0-255, mean subtracted) or ``"none"``.
+        rngs: random state for the initial weights (He-normal fan-in, zero biases). A network
+            meant for pretrained weights can use any seed: :func:`load_vgg19` overwrites them.
+        param_dtype: dtype of the weights; the image is cast to it.
+        widths: output channels of each block's convolutions; VGG-19's own by default. Narrower
+            networks of the same shape serve tests and quick experiments.
+        precision: precision of the convolutions (``None``: the backend's default, TF32 on
+            recent NVIDIA GPUs; ``jax.lax.Precision.HIGHEST`` for full float32).
+
+    Calling the model on ``(N, H, W, 3)`` returns maps ``(N, h, w, c)``; on ``(H, W, 3)`` it
+    returns ``(h, w, c)``. Nothing past the deepest requested layer is computed.
+    """
+
+    layer_names: tuple[str, ...] = VGG19_LAYERS
+    default_style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+    default_content_layers: tuple[str, ...] = GATYS_CONTENT_LAYERS
+
+    def __init__(
+        self,
+        *,
+        pooling: Pooling = "max",
+        padding: Padding = "zero",
+        preprocessing: Preprocessing = "torchvision",
+        rngs: nnx.Rngs | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        widths: Sequence[Sequence[int]] = VGG19_BLOCKS,
+        precision: jax.lax.PrecisionLike = None,
+    ) -> None:
+        if [len(block) for block in widths] != [len(block) for block in VGG19_BLOCKS] or not all(
+            isinstance(width, int) and width >= 1 for block in widths for width in block
+        ):
+            raise ValueError(
+                f"widths must give positive channel counts for VGG-19's blocks of 2, 2, 4, 4 and 4 "
+                f"convolutions, got {widths}."
+            )
+        self.widths = tuple(tuple(block) for block in widths)
+        self.pooling = check_choice("pooling", pooling, POOLINGS)
+        self.padding = check_choice("padding", padding, PADDINGS)
+        self.preprocessing = check_choice("preprocessing", preprocessing, PREPROCESSINGS)
+        rngs = nnx.Rngs(0) if rngs is None else rngs
+        channels = [3] + [width for block in self.widths for width in block]
+        he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+        self.convolutions = nnx.List(
+            [
+                nnx.Conv(
+                    inputs,
+                    outputs,
+                    (3, 3),
+                    padding="VALID" if self.padding == "reflect" else ((1, 1), (1, 1)),
+                    kernel_init=he_normal,
+                    param_dtype=param_dtype,
+                    precision=precision,
+                    rngs=rngs,
+                )
+                for inputs, outputs in itertools.pairwise(channels)
+            ]
+        )
+
+    def __call__(
+        self, image: ArrayLike, layers: str | Sequence[str] = GATYS_STYLE_LAYERS
+    ) -> dict[str, Float[Array, ...]]:
+        names = check_layers(layers, VGG19_LAYERS)
+        image = check_image(image)
+        single = image.ndim == 3
+        x = image[None] if single else image
+        _check_spatial_size(x.shape[1:3], names, self.padding)
+        x = preprocess(x.astype(self.convolutions[0].kernel.dtype), self.preprocessing)
+
+        deepest = max(VGG19_LAYERS.index(name) for name in names)
+        wanted = set(names)
+        outputs: dict[str, Array] = {}
+        convolutions = iter(self.convolutions)
+        for name in VGG19_LAYERS[: deepest + 1]:
+            if name.startswith("conv"):
+                if self.padding == "reflect":
+                    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+                x = next(convolutions)(x)
+            elif name.startswith("relu"):
+                x = jax.nn.relu(x)
+            else:
+                x = _pool(x, self.pooling)
+            if name in wanted:
+                outputs[name] = x[0] if single else x
+        return {name: outputs[name] for name in names}
+
+    def load_parameters(
+        self, parameters: Mapping[str, tuple[np.ndarray, np.ndarray]], *, origin: str = "the weights"
+    ) -> None:
+        """Set each convolution's (kernel, bias) from ``{"conv1_1": (kernel HWIO, bias), ...}``."""
+        for name, convolution in zip(VGG19_CONVOLUTIONS, self.convolutions, strict=True):
+            kernel, bias = parameters[name]
+            expected = convolution.kernel.shape
+            if tuple(kernel.shape) != expected or tuple(bias.shape) != (expected[-1],):
+                raise ValueError(
+                    f"{origin}: {name}: expected a kernel of shape {expected} (height, width, in, out) "
+                    f"and a bias of shape {(expected[-1],)}, "
+                    f"got {tuple(kernel.shape)} and {tuple(bias.shape)}. "
+                    "Is this a VGG-19 (not VGG-16 or a batch-norm variant)?"
+                )
+            dtype = convolution.kernel.dtype
+            convolution.kernel.set_value(jnp.asarray(kernel, dtype=dtype))
+            convolution.bias.set_value(jnp.asarray(bias, dtype=dtype))
+
+
+def _pool(x: Float[Array, "n h w c"], pooling: str) -> Float[Array, "n half_h half_w c"]:
+    """2 x 2 pooling of stride 2 (an odd last row or column is dropped, as in PyTorch)."""
+    window = (1, 2, 2, 1)
+    if pooling == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") * jnp.asarray(0.25, x.dtype)
+
+
+def _check_spatial_size(size: tuple[int, int], names: Sequence[str], padding: str) -> None:
+    """Each pooling halves the map (rounding down): the deepest layer must keep at least one pixel.
+
+    Reflection also needs two pixels at every convolution, i.e. 2^block pixels in the input.
+    """
+    block = max(int(name[4]) for name in names)  # conv3_2, relu3_2, pool3 -> 3
+    pools = max(block if name.startswith("pool") else block - 1 for name in names if int(name[4]) == block)
+    smallest = max(2**pools, 2**block if padding == "reflect" else 1)
+    if min(size) < smallest:
+        raise ValueError(
+            f"the image is {size[0]} x {size[1]} pixels, too small for layer(s) {list(names)}: "
+            f"each side needs at least {smallest} pixels ({pools} pooling(s) of stride 2"
+            f"{' and reflection padding' if padding == 'reflect' else ''}). "
+            "Use a larger image or shallower layers."
+        )
+
+
+def unfilled_vgg19(**options) -> VGG19:
+    """A :class:`VGG19` whose weights are only shapes, for :meth:`VGG19.load_parameters` to fill.
+
+    Building it draws no random numbers and compiles nothing (a real initialisation costs seconds
+    of compilation per convolution shape on first use).
+    """
+    return nnx.eval_shape(lambda: VGG19(**options))
+
+
+def random_vgg19(
+    seed: int = 0,
+    *,
+    pooling: Pooling = "average",
+    padding: Padding = "zero",
+    param_dtype: DTypeLike = jnp.float32,
+    widths: Sequence[Sequence[int]] = VGG19_BLOCKS,
+    precision: jax.lax.PrecisionLike = None,
+) -> VGG19:
+    """A weight-free VGG-19: He-initialised from a fixed seed, the same network on every machine.
+
+    Kernels are drawn from N(0, 2 / fan_in) with NumPy's PCG64 generator (fan_in = 9 x input
+    channels; He et al. 2015), biases are zero. Random deep networks carry far less texture
+    information than trained ones; this exists so that every code path runs without a download,
+    and as a control in experiments. Average pooling is the default here because it is the
+    synthesis default of Gatys et al.
+    """
+    model = unfilled_vgg19(
+        pooling=pooling,
+        padding=padding,
+        preprocessing="torchvision",
+        param_dtype=param_dtype,
+        widths=widths,
+        precision=precision,
+    )
+    generator = np.random.default_rng(seed)
+    parameters = {}
+    for name, convolution in zip(VGG19_CONVOLUTIONS, model.convolutions, strict=True):
+        height, width, inputs, outputs = convolution.kernel.shape
+        scale = np.sqrt(2.0 / (height * width * inputs))
+        kernel = generator.standard_normal((height, width, inputs, outputs), dtype=np.float32) * scale
+        parameters[name] = (kernel, np.zeros(outputs, np.float32))
+    model.load_parameters(parameters)
+    return model

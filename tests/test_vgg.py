@@ -1,0 +1,327 @@
+"""VGG-19 in Flax NNX: layer names, a direct lax.conv reference, loading every file format, torch."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from mmdstyle.features import (
+    GATYS_STYLE_LAYERS,
+    VGG19,
+    VGG19_CONVOLUTIONS,
+    VGG19_LAYERS,
+    CheckpointError,
+    ChecksumError,
+    load_vgg19,
+    preprocess,
+    random_vgg19,
+    sha256_of,
+)
+from mmdstyle.features.vgg import TORCHVISION_INDEX
+from tests import torch_format
+
+TINY_WIDTHS = ((4, 4), (6, 6), (8, 8, 8, 8), (8, 8, 8, 8), (10, 10, 10, 10))
+
+
+def tiny_state_dict(rng: np.random.Generator, widths=TINY_WIDTHS) -> dict[str, np.ndarray]:
+    """A torchvision-named VGG-19 state dict of narrow widths, with a classifier to be ignored."""
+    channels = [3] + [width for block in widths for width in block]
+    state = {}
+    for name, inputs, outputs in zip(VGG19_CONVOLUTIONS, channels[:-1], channels[1:], strict=True):
+        scale = np.sqrt(2.0 / (9 * inputs))
+        state[f"features.{TORCHVISION_INDEX[name]}.weight"] = rng.normal(
+            0, scale, (outputs, inputs, 3, 3)
+        ).astype(np.float32)
+        state[f"features.{TORCHVISION_INDEX[name]}.bias"] = rng.normal(0, 0.1, outputs).astype(np.float32)
+    state["classifier.0.weight"] = rng.normal(size=(5, 7)).astype(np.float32)
+    return state
+
+
+def reference_forward(state, image, *, pooling="max", padding="zero", preprocessing="torchvision"):
+    """VGG-19 written out as plain lax.conv_general_dilated calls on float64 NumPy weights."""
+    forward = jax.jit(_reference_forward, static_argnames=("pooling", "padding", "preprocessing"))
+    outputs = forward(state, image, pooling=pooling, padding=padding, preprocessing=preprocessing)
+    return {name: np.asarray(value) for name, value in outputs.items()}
+
+
+def _reference_forward(state, image, *, pooling, padding, preprocessing):
+    x = preprocess(jnp.asarray(image, jnp.float64)[None], preprocessing)
+    outputs = {}
+    convolution = 0
+    for name in VGG19_LAYERS:
+        if name.startswith("conv"):
+            stem = f"features.{TORCHVISION_INDEX[VGG19_CONVOLUTIONS[convolution]]}"
+            kernel = jnp.asarray(state[f"{stem}.weight"], jnp.float64)  # (out, in, 3, 3)
+            mode = "reflect" if padding == "reflect" else "constant"
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
+            x = jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "OIHW", "NHWC"), precision="highest"
+            ) + jnp.asarray(state[f"{stem}.bias"], jnp.float64).reshape(1, 1, 1, -1)
+            convolution += 1
+        elif name.startswith("relu"):
+            x = jnp.maximum(x, 0.0)
+        else:
+            n, h, w, c = x.shape
+            blocks = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+            x = blocks.max(axis=(2, 4)) if pooling == "max" else blocks.mean(axis=(2, 4))
+        outputs[name] = x[0]
+    return outputs
+
+
+@functools.partial(jax.jit, static_argnames="layers")
+def _features(model, image, layers):
+    return model(image, layers)
+
+
+def features(model, image, layers):
+    """The model's maps, computed in one compiled program (eager dispatch compiles every op)."""
+    return _features(model, jnp.asarray(image), tuple(layers))
+
+
+@pytest.fixture(scope="module")
+def state():
+    return tiny_state_dict(np.random.default_rng(7))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(8).uniform(size=(37, 42, 3))  # odd sizes: pooling rounds down
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def test_layer_names_follow_the_literature():
+    assert len(VGG19_CONVOLUTIONS) == 16
+    assert VGG19_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
+    assert VGG19_LAYERS[-3:] == ("conv5_4", "relu5_4", "pool5")
+    assert len(VGG19_LAYERS) == 16 * 2 + 5
+    assert [TORCHVISION_INDEX[name] for name in ("conv1_1", "conv2_1", "conv5_4")] == [0, 5, 34]
+
+
+@pytest.mark.parametrize(
+    ("pooling", "padding", "preprocessing"),
+    [("max", "zero", "torchvision"), ("average", "reflect", "caffe"), ("average", "zero", "none")],
+)
+def test_every_layer_matches_a_direct_lax_conv_reference(
+    tmp_path, state, image, pooling, padding, preprocessing
+):
+    # float64 weights and image: the network and the reference differ only in summation order
+    path = tmp_path / "tiny.safetensors"
+    save_file(state, str(path))
+    model = load_vgg19(
+        path, pooling=pooling, padding=padding, preprocessing=preprocessing, param_dtype=jnp.float64
+    )
+    expected = reference_forward(state, image, pooling=pooling, padding=padding, preprocessing=preprocessing)
+    outputs = features(model, image, VGG19_LAYERS)
+    assert set(outputs) == set(VGG19_LAYERS)
+    for name in VGG19_LAYERS:
+        assert outputs[name].shape == expected[name].shape, name
+        assert relative_error(outputs[name], expected[name]) < 1e-12, name
+
+
+def test_float32_network_matches_the_reference_to_1e_5(tmp_path, state, image):
+    # float32 rounding through 16 convolutions of <= 90 terms each stays far below 1e-5 relative
+    path = tmp_path / "tiny.npz"
+    np.savez(path, **state)
+    model = load_vgg19(path)
+    expected = reference_forward(state, image)
+    outputs = features(model, image.astype(np.float32), ("relu1_1", "relu3_1", "relu5_1", "pool5"))
+    for name, value in outputs.items():
+        assert value.dtype == jnp.float32
+        assert relative_error(value, expected[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("writer", ["zip", "zip-shared-transposed", "legacy", "npz", "safetensors", "timm"])
+def test_every_file_format_loads_the_same_network(tmp_path, state, image, writer):
+    path = tmp_path / "weights.bin"
+    if writer == "zip":
+        torch_format.save_zip(path, state)
+    elif writer == "zip-shared-transposed":
+        torch_format.save_zip(path, state, share_storage=True, transpose_keys={"features.0.weight"})
+    elif writer == "legacy":
+        torch_format.save_legacy(path, state)
+    elif writer == "npz":
+        with open(path, "wb") as file:  # np.savez would append .npz to a path
+            np.savez(file, **{f"module.{key}": value for key, value in state.items()})
+    elif writer == "safetensors":
+        save_file({f"vgg.{key}": value for key, value in state.items()}, str(path))
+    else:  # timm's names: features.N as torchvision, a pre_logits head to ignore
+        save_file({**state, "pre_logits.fc1.weight": np.zeros((2, 10, 7, 7), np.float32)}, str(path))
+    path = path.rename(path.with_suffix(".whatever"))  # the format is read from the bytes, not the name
+    model = load_vgg19(path, param_dtype=jnp.float64)
+    outputs = features(model, image, ("relu2_1", "pool3"))
+    expected = reference_forward(state, image)
+    for name, value in outputs.items():
+        assert relative_error(value, expected[name]) < 1e-12, name
+
+
+def test_layer_names_of_mmdstyle_are_accepted(tmp_path, state, image):
+    renamed = {}
+    for name in VGG19_CONVOLUTIONS:
+        stem = f"features.{TORCHVISION_INDEX[name]}"
+        renamed[f"{name}.weight"], renamed[f"{name}.bias"] = state[f"{stem}.weight"], state[f"{stem}.bias"]
+    np.savez(tmp_path / "named.npz", **renamed)
+    model = load_vgg19(tmp_path / "named.npz", param_dtype=jnp.float64)
+    assert (
+        relative_error(
+            features(model, image, ("relu4_4",))["relu4_4"], reference_forward(state, image)["relu4_4"]
+        )
+        < 1e-12
+    )
+
+
+def test_nothing_past_the_deepest_requested_layer_is_computed():
+    model = random_vgg19(widths=TINY_WIDTHS)
+    image = jnp.zeros((32, 32, 3), jnp.float32)
+
+    def convolutions(layers):
+        text = str(jax.make_jaxpr(lambda x: model(x, layers))(image))
+        return text.count("conv_general_dilated")
+
+    assert convolutions(("relu1_1",)) == 1
+    assert convolutions(("conv2_1", "relu1_2")) == 3
+    assert convolutions(("relu3_1", "pool2")) == 5
+    assert convolutions(("pool5",)) == 16
+
+
+def test_batch_and_single_image_agree(state, tmp_path, image):
+    save_file(state, str(tmp_path / "w.safetensors"))
+    model = load_vgg19(tmp_path / "w.safetensors", param_dtype=jnp.float64)
+    batch = jnp.stack([jnp.asarray(image), jnp.asarray(image[::-1])])
+    together = features(model, batch, ("relu3_2",))["relu3_2"]
+    alone = features(model, image[::-1], ("relu3_2",))["relu3_2"]
+    assert together.shape[0] == 2
+    np.testing.assert_allclose(together[1], alone, rtol=1e-12, atol=1e-12)
+
+
+def test_jit_value_and_gradient_with_respect_to_the_image():
+    model = random_vgg19(widths=TINY_WIDTHS)
+    image = jnp.asarray(np.random.default_rng(0).uniform(size=(32, 32, 3)), jnp.float32)
+
+    @jax.jit
+    def loss(image, model):
+        return sum(jnp.mean(value**2) for value in model(image, GATYS_STYLE_LAYERS).values())
+
+    value, gradient = jax.value_and_grad(loss)(image, model)
+    eager = sum(jnp.mean(v**2) for v in features(model, image, GATYS_STYLE_LAYERS).values())
+    assert gradient.shape == image.shape
+    assert bool(jnp.all(jnp.isfinite(gradient)))
+    assert float(jnp.abs(gradient).max()) > 0
+    # jit fuses and reorders float32 sums; agreement to ~1e-6 relative is all that rounding allows
+    np.testing.assert_allclose(value, eager, rtol=1e-5)
+
+
+def test_random_vgg19_is_the_same_for_a_seed_and_differs_across_seeds():
+    first, again, other = (random_vgg19(seed, widths=TINY_WIDTHS) for seed in (0, 0, 1))
+    kernel = lambda model: np.asarray(model.convolutions[3].kernel[...])  # noqa: E731
+    np.testing.assert_array_equal(kernel(first), kernel(again))
+    assert not np.allclose(kernel(first), kernel(other))
+    assert first.pooling == "average"
+
+
+def test_real_vgg19_widths_by_default():
+    model = random_vgg19()
+    shapes = [convolution.kernel.shape for convolution in model.convolutions]
+    assert shapes[0] == (3, 3, 3, 64)
+    assert shapes[-1] == (3, 3, 512, 512)
+    assert sum(np.prod(shape) + shape[-1] for shape in shapes) == 20_024_384  # torchvision's conv parameters
+
+
+@pytest.mark.usefixtures("as_a_user")
+@pytest.mark.parametrize(
+    ("image", "layers", "message"),
+    [
+        (np.zeros((32, 32)), ("relu1_1",), r"shape \(height, width, 3\)"),
+        (np.zeros((32, 32, 4)), ("relu1_1",), "RGB"),
+        (np.zeros((32, 32, 3), np.uint8), ("relu1_1",), "divide 8-bit images by 255"),
+        (np.zeros((32, 32, 3)), ("relu6_1",), "unknown layer"),
+        (np.zeros((32, 32, 3)), (), "at least one layer"),
+        (np.zeros((15, 64, 3)), ("pool4",), "at least 16 pixels"),
+    ],
+)
+def test_bad_input_is_explained(image, layers, message):
+    model = random_vgg19(widths=TINY_WIDTHS)
+    with pytest.raises(ValueError, match=message):
+        model(image, layers)
+
+
+@pytest.mark.usefixtures("as_a_user")
+def test_bad_options_and_files_are_explained(tmp_path, state):
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        VGG19(pooling="min")
+    with pytest.raises(ValueError, match="widths must give"):
+        VGG19(widths=((4,), (4, 4)))
+    with pytest.raises(FileNotFoundError, match="mmdstyle weights download"):
+        load_vgg19(tmp_path / "absent.pth")
+    vgg16_like = {key: value for key, value in state.items() if not key.startswith("features.34")}
+    np.savez(tmp_path / "partial.npz", **vgg16_like)
+    with pytest.raises(CheckpointError, match=r"not a VGG-19 state dict, missing features\.34"):
+        load_vgg19(tmp_path / "partial.npz")
+    broken = dict(state)
+    broken["features.2.weight"] = np.zeros((4, 5, 3, 3), np.float32)  # 5 inputs after a 4-channel layer
+    np.savez(tmp_path / "broken.npz", **broken)
+    with pytest.raises(ValueError, match="conv1_2: expected a kernel of shape"):
+        load_vgg19(tmp_path / "broken.npz")
+
+
+def test_expected_hash_is_checked(tmp_path, state):
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    load_vgg19(path, sha256=sha256_of(path))
+    with pytest.raises(ChecksumError, match=f"{path}.*expected {'0' * 64}"):
+        load_vgg19(path, sha256="0" * 64)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.parametrize(("pooling", "padding"), [("max", "zero"), ("average", "reflect")])
+def test_forward_matches_torch_on_the_same_weights(tmp_path, state, image, pooling, padding):
+    import torch
+
+    layers = []
+    convolution = 0
+    for name in VGG19_LAYERS:
+        if name.startswith("conv"):
+            stem = f"features.{TORCHVISION_INDEX[VGG19_CONVOLUTIONS[convolution]]}"
+            weight = torch.from_numpy(state[f"{stem}.weight"]).double()
+            conv = torch.nn.Conv2d(
+                weight.shape[1],
+                weight.shape[0],
+                3,
+                padding=1,
+                padding_mode=("reflect" if padding == "reflect" else "zeros"),
+            ).double()
+            conv.weight.data, conv.bias.data = weight, torch.from_numpy(state[f"{stem}.bias"]).double()
+            layers.append(conv)
+            convolution += 1
+        elif name.startswith("relu"):
+            layers.append(torch.nn.ReLU())
+        else:
+            layers.append(torch.nn.MaxPool2d(2) if pooling == "max" else torch.nn.AvgPool2d(2))
+    network = torch.nn.Sequential(*layers)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)[:, None, None]
+    batch = (torch.from_numpy(image).permute(2, 0, 1)[None] - mean) / std
+    with torch.no_grad():
+        expected = network(batch)[0].permute(1, 2, 0).numpy()
+
+    torch.save(
+        {key: torch.from_numpy(value) for key, value in state.items()}, tmp_path / "torch.pth"
+    )  # torch's own writer, read back without torch
+    model = load_vgg19(tmp_path / "torch.pth", pooling=pooling, padding=padding, param_dtype=jnp.float64)
+    assert relative_error(features(model, image, ("pool5",))["pool5"], expected) < 1e-12
+
+
+def test_a_file_named_as_torchvisions_is_checked_against_the_published_hash(tmp_path, state):
+    path = tmp_path / "vgg19-dcbb9e9d.pth"  # right name, other bytes: a tampered or truncated download
+    torch_format.save_legacy(path, state)
+    with pytest.raises(ChecksumError, match=r"vgg19-dcbb9e9d\.pth has SHA-256 .*expected dcbb9e9dad569fff"):
+        load_vgg19(path)
