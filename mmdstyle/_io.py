@@ -23,6 +23,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; the file should look like any other
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())  # the bytes reach the disk before the name does
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -32,8 +32,13 @@ def _weights_download(arguments: argparse.Namespace) -> int:
     from mmdstyle.features import WeightsNotFoundError, download_weights
 
     try:
-        path = download_weights(arguments.source, progress=not arguments.quiet, keep_original=arguments.keep)
-    except WeightsNotFoundError as error:
+        path = download_weights(
+            arguments.source,
+            progress=not arguments.quiet,
+            keep_original=arguments.keep,
+            force=arguments.force,
+        )
+    except (WeightsNotFoundError, OSError) as error:
         print(f"mmdstyle: {error}", file=sys.stderr)
         return 1
     print(f"VGG-19 weights ready: {path}")
@@ -123,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--keep", action="store_true", help="keep the downloaded file after conversion")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.add_argument("--force", action="store_true", help="convert again even if the cache looks intact")
     download.set_defaults(run=_weights_download)
     info = weights_commands.add_parser("info", help="where the weights are kept and what is there")
     info.set_defaults(run=_weights_info)

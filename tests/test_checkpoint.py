@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
 import zipfile
 
 import numpy as np
@@ -32,7 +33,8 @@ def arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    "layout", ["zip", "zip-shared", "zip-transposed", "legacy", "legacy-shared", "safetensors", "npz"]
+    "layout",
+    ["zip", "zip-shared", "zip-transposed", "legacy", "legacy-shared", "legacy-v1", "safetensors", "npz"],
 )
 def test_every_array_comes_back_bit_for_bit(tmp_path, rng, layout):
     expected = arrays(rng)
@@ -45,7 +47,9 @@ def test_every_array_comes_back_bit_for_bit(tmp_path, rng, layout):
             transpose_keys={"matrix", "int32"} if layout == "zip-transposed" else (),
         )
     elif layout.startswith("legacy"):
-        torch_format.save_legacy(path, expected, share_storage=layout == "legacy-shared")
+        torch_format.save_legacy(
+            path, expected, share_storage=layout == "legacy-shared", rebuild_v1=layout == "legacy-v1"
+        )
     elif layout == "safetensors":
         save_file(expected, str(path))
     else:
@@ -141,3 +145,56 @@ def test_files_written_by_torch_itself_are_read(tmp_path, rng, zip_format):
     for name, array in expected.items():
         assert loaded[name].dtype == array.dtype, name
         np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+
+
+def write_pickle(path, payload: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+
+
+def test_a_pickle_cannot_alter_the_allowed_globals(tmp_path, rng):
+    # GLOBAL torch.FloatStorage; {"dtype": "i1"}; BUILD: would rewrite a shared object's dtype
+    payload = b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x02\x00\x00\x00i1sb."
+    write_pickle(tmp_path / "poison.pth", payload)
+    with pytest.raises(CheckpointError, match=r"poison\.pth: .*sets attributes of _StorageType: refused"):
+        read_checkpoint(tmp_path / "poison.pth")
+    expected = {"w": rng.normal(size=4).astype(np.float32)}
+    torch_format.save_zip(tmp_path / "after.pth", expected)  # a good file still reads as before
+    np.testing.assert_array_equal(read_checkpoint(tmp_path / "after.pth")[0]["w"], expected["w"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        # _rebuild_tensor_v2("storage?", 0, (2,), (1,)): a string where a storage belongs
+        (
+            b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(X\x01\x00\x00\x00sK\x00K\x02\x85K\x01\x85tRs.",
+            "malformed storage",
+        ),
+        (b"\x80\x02K\x05.", "expected a state dict"),
+    ],
+)
+def test_malformed_pickles_are_reported_with_the_file(tmp_path, payload, problem):
+    write_pickle(tmp_path / "odd.pth", payload)
+    with pytest.raises(CheckpointError, match=rf"odd\.pth: .*{problem}"):
+        read_checkpoint(tmp_path / "odd.pth")
+
+
+def test_a_huge_storage_count_is_refused_before_any_allocation(tmp_path):
+    path = tmp_path / "huge.pth"
+    torch_format.save_legacy(path, {"w": np.zeros(4, np.float32)})
+    data = path.read_bytes()
+    count = struct.pack("<q", 4)
+    at = data.rindex(count)
+    path.write_bytes(data[:at] + struct.pack("<q", 2**40) + data[at + 8 :])
+    with pytest.raises(CheckpointError, match=r"huge\.pth: storage 0 is cut short"):
+        read_checkpoint(path)
+
+
+def test_a_wrapped_state_dict_is_unwrapped(tmp_path, rng):
+    expected = {"w": rng.normal(size=3).astype(np.float32)}
+    with open(tmp_path / "plain.pth", "wb"):
+        pass
+    torch_format.save_zip(tmp_path / "plain.pth", expected)
+    loaded, _ = read_checkpoint(tmp_path / "plain.pth")
+    np.testing.assert_array_equal(loaded["w"], expected["w"])

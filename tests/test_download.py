@@ -98,6 +98,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
+            if state.misreport_range:  # a broken proxy: says 206 but sends the whole body from byte 0
+                start = 0
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
@@ -125,6 +127,7 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.honour_range = True
+        self.misreport_range = False
         self.cut_after: int | None = None
         self.cut_requests = 0
         self.status: int | None = None
@@ -562,3 +565,38 @@ def test_weights_info_prints_the_cache_directory(capsys):
     out = capsys.readouterr().out
     assert str(cache_directory()) in out
     assert "converted weights: none" in out
+
+
+def test_a_partial_answer_from_another_offset_restarts_the_file(server, rng, tmp_path):
+    payload = rng.bytes(50_000)
+    url = server.serve("/payload.bin", payload)
+    destination = tmp_path / "payload.bin"
+    part_of(destination).write_bytes(payload[:1000])
+    server.misreport_range = True
+    download_file(url, destination, sha256_of_bytes(payload), progress=False)
+    assert destination.read_bytes() == payload
+
+
+def test_failures_with_progress_do_not_use_up_the_attempts(server, rng, tmp_path):
+    payload = rng.bytes(60_000)
+    url = server.serve("/payload.bin", payload)
+    server.cut_after, server.cut_requests = 10_000, 4  # four interrupted transfers, each with progress
+    destination = tmp_path / "payload.bin"
+    download_file(url, destination, sha256_of_bytes(payload), progress=False, attempts=2)
+    assert destination.read_bytes() == payload
+    assert len(server.requests) == 5
+
+
+@pytest.mark.usefixtures("as_a_user")
+def test_a_malformed_hash_is_refused_before_downloading(server, tmp_path):
+    url = server.serve("/payload.bin", b"x")
+    with pytest.raises(ValueError, match="64 hexadecimal digits"):
+        download_file(url, tmp_path / "payload.bin", "dcbb9e9d", progress=False)
+    assert server.requests == []
+
+
+def test_weights_info_reports_a_damaged_cache_instead_of_failing(converted_cache, capsys):
+    path = converted_weights_path()
+    path.write_bytes(path.read_bytes()[:-10])
+    assert cli.main(["weights", "info"]) == 0
+    assert "unusable" in capsys.readouterr().out

@@ -246,6 +246,7 @@ def test_real_vgg19_widths_by_default():
         (np.zeros((32, 32, 3)), ("relu6_1",), "unknown layer"),
         (np.zeros((32, 32, 3)), (), "at least one layer"),
         (np.zeros((15, 64, 3)), ("pool4",), "at least 16 pixels"),
+        (np.zeros((31, 64, 3)), ("pool5",), "at least 32 pixels"),
     ],
 )
 def test_bad_input_is_explained(image, layers, message):
@@ -325,3 +326,35 @@ def test_a_file_named_as_torchvisions_is_checked_against_the_published_hash(tmp_
     torch_format.save_legacy(path, state)
     with pytest.raises(ChecksumError, match=r"vgg19-dcbb9e9d\.pth has SHA-256 .*expected dcbb9e9dad569fff"):
         load_vgg19(path)
+
+
+@pytest.mark.parametrize(
+    ("side", "layer", "padding", "output"),
+    [
+        (16, "pool4", "zero", 1),
+        (16, "relu5_4", "zero", 1),
+        (32, "pool5", "zero", 1),
+        (32, "relu5_4", "reflect", 2),
+    ],
+)
+def test_the_smallest_allowed_images_work(side, layer, padding, output):
+    model = random_vgg19(widths=TINY_WIDTHS, padding=padding)
+    value = features(model, np.zeros((side, side, 3), np.float32), (layer,))[layer]
+    assert value.shape[:2] == (output, output)
+
+
+@pytest.mark.usefixtures("as_a_user")
+def test_reflection_needs_two_pixels_at_every_convolution():
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        random_vgg19(widths=TINY_WIDTHS, padding="reflect")(np.zeros((16, 16, 3)), ("relu5_1",))
+
+
+def test_preprocessing_constants_are_the_published_ones():
+    pixel = jnp.asarray([[[1.0, 0.5, 0.0]]])  # R, G, B
+    # torchvision: (x - mean) / std per RGB channel
+    expected = [(1.0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (0.0 - 0.406) / 0.225]
+    np.testing.assert_allclose(preprocess(pixel, "torchvision")[0, 0], expected, rtol=1e-12)
+    # caffe: BGR order, 0-255, minus the VGG mean pixel B 103.939, G 116.779, R 123.68
+    expected = [0.0 - 103.939, 127.5 - 116.779, 255.0 - 123.68]
+    np.testing.assert_allclose(preprocess(pixel, "caffe")[0, 0], expected, rtol=1e-12)
+    np.testing.assert_array_equal(preprocess(pixel, "none"), pixel)

@@ -75,6 +75,7 @@ class _PersistentId:
 
 _ORDERED_DICT = _Global("collections", "OrderedDict")
 _REBUILD_TENSOR = _Global("torch._utils", "_rebuild_tensor_v2")
+_REBUILD_TENSOR_V1 = _Global("torch._utils", "_rebuild_tensor")
 
 
 class _Emitter:
@@ -175,7 +176,11 @@ def _state_dict(items: list[tuple[str, Any]]) -> _Reduce:
 
 
 def _tensors(
-    state_dict: Mapping[str, np.ndarray], share_storage: bool, transpose_keys: Collection[str], legacy: bool
+    state_dict: Mapping[str, np.ndarray],
+    share_storage: bool,
+    transpose_keys: Collection[str],
+    legacy: bool,
+    rebuild_v1: bool = False,
 ) -> tuple[list[tuple[str, Any]], list[tuple[str, int, bytes]]]:
     """The pickled tensor nodes and the storages ``(key, numel, little-endian bytes)`` they reference."""
     keys: dict[str, str] = {}  # storage group (the dtype's storage type, or the tensor name) -> key
@@ -203,6 +208,9 @@ def _tensors(
     tensors, legacy_tail = [], ((None,) if legacy else ())  # legacy ids end with view_metadata
     for name, key, storage_type, offset, shape, stride in nodes:
         pid = ("storage", _Global("torch", storage_type), key, "cpu", numels[key], *legacy_tail)
+        if rebuild_v1:  # PyTorch 0.2-0.3: _rebuild_tensor(storage, offset, size, stride)
+            tensors.append((name, _Reduce(_REBUILD_TENSOR_V1, (_PersistentId(pid), offset, shape, stride))))
+            continue
         args = (_PersistentId(pid), offset, shape, stride, False, _Reduce(_ORDERED_DICT, ()))
         tensors.append((name, _Reduce(_REBUILD_TENSOR, args)))
     return tensors, storages
@@ -249,15 +257,18 @@ def save_zip(
     _write_zip(path, archive_name, records)
 
 
-def save_legacy(path: Path, state_dict: Mapping[str, np.ndarray], *, share_storage: bool = False) -> None:
+def save_legacy(
+    path: Path, state_dict: Mapping[str, np.ndarray], *, share_storage: bool = False, rebuild_v1: bool = False
+) -> None:
     """Write ``state_dict`` in PyTorch's legacy (pre-1.6, non-ZIP) format.
 
     The file holds consecutive pickles: the magic number, the protocol version, the sys info, the
     OrderedDict of tensors (storage persistent ids ``("storage", type, key, "cpu", numel, None)``),
     the list of storage keys; then, for each key in that order, the storage's element count as
-    little-endian int64 followed by its raw little-endian bytes.
+    little-endian int64 followed by its raw little-endian bytes. ``rebuild_v1`` pickles tensors
+    with ``torch._utils._rebuild_tensor`` (four arguments), as PyTorch 0.2-0.3 did.
     """
-    tensors, storages = _tensors(state_dict, share_storage, (), legacy=True)
+    tensors, storages = _tensors(state_dict, share_storage, (), legacy=True, rebuild_v1=rebuild_v1)
     with open(path, "wb") as file:
         for header in (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, LEGACY_SYS_INFO):
             file.write(_dumps(header))

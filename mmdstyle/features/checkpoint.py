@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import struct
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -50,12 +51,12 @@ class CheckpointError(ValueError):
     """A weight file that cannot be read: unknown format, truncated, corrupted or unsafe."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageType:
     dtype: np.dtype
 
 
-@dataclass
+@dataclass(slots=True)
 class _Storage:
     key: str
     dtype: np.dtype
@@ -63,7 +64,7 @@ class _Storage:
     data: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TensorReference:
     """A tensor whose storage may not be read yet (the legacy format stores data after the pickle)."""
 
@@ -74,24 +75,43 @@ class _TensorReference:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> _TensorReference:
-    return _TensorReference(storage, int(storage_offset), tuple(size), tuple(stride))
+    """torch._utils._rebuild_tensor(_v2): check every argument's type, keep a reference."""
+    integers = lambda values: isinstance(values, tuple) and all(type(v) is int for v in values)  # noqa: E731
+    if (
+        type(storage) is not _Storage
+        or type(storage_offset) is not int
+        or not integers(size)
+        or not integers(stride)
+    ):
+        raise CheckpointError("a tensor with malformed storage, offset, size or stride")
+    if len(size) != len(stride):
+        raise CheckpointError(f"a tensor of size {size} with stride {stride}")
+    return _TensorReference(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, *_unused):
+    if type(data) is not _TensorReference:
+        raise CheckpointError("a parameter that is not a tensor")
     return data
 
 
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
+_FUNCTIONS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allow-listed globals and hands storages to ``persistent``."""
+class _RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only allow-listed globals and hands storages to ``persistent``.
+
+    Globals resolve to fresh wrappers (never to shared objects a pickle could alter), and BUILD,
+    which sets attributes, is allowed only to give a state dict its ``_metadata``, as torch
+    writes it. The pure-Python unpickler is used because the C one cannot intercept BUILD; the
+    pickle holds only names and storage ids (the data is stored apart), so it is small.
+    """
+
+    dispatch: ClassVar[dict] = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: io.BufferedIOBase, path: str, persistent) -> None:
         super().__init__(file)
@@ -99,26 +119,42 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._persistent = persistent
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(STORAGE_DTYPES[name])
+        if (module, name) in _FUNCTIONS:
+            function = _FUNCTIONS[(module, name)]
+            return lambda *arguments: function(*arguments)
+        raise CheckpointError(
+            f"{self._path}: refusing to load the global {module}.{name}. mmdstyle reads only tensors "
+            "from PyTorch files, and a pickle that calls other functions can run arbitrary code. "
+            "If you trust the file, re-save just its state dict (torch.save(model.state_dict(), ...)) "
+            "or convert it to safetensors."
+        )
+
+    def load_build(self) -> None:
+        state, target = self.stack[-1], self.stack[-2]
+        if type(target) is not OrderedDict or not isinstance(state, dict) or set(state) - {"_metadata"}:
             raise CheckpointError(
-                f"{self._path}: refusing to load the global {module}.{name}. mmdstyle reads only tensors "
-                "from PyTorch files, and a pickle that calls other functions can run arbitrary code. "
-                "If you trust the file, re-save just its state dict (torch.save(model.state_dict(), ...)) "
-                "or convert it to safetensors."
-            ) from None
+                f"{self._path}: the pickle sets attributes of {type(target).__name__}: refused."
+            )
+        self.stack.pop()  # the metadata of a state dict is not needed
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def persistent_load(self, saved_id: Any) -> _Storage:
-        if not (isinstance(saved_id, tuple) and saved_id and saved_id[0] in ("storage", b"storage")):
+        if not (
+            isinstance(saved_id, tuple) and len(saved_id) >= 5 and saved_id[0] in ("storage", b"storage")
+        ):
             raise CheckpointError(f"{self._path}: unexpected persistent id {saved_id!r} in the pickle.")
         storage_type, key, _location, numel = saved_id[1:5]
         view = saved_id[5] if len(saved_id) > 5 else None
-        if not isinstance(storage_type, _StorageType):
-            raise CheckpointError(f"{self._path}: storage of unsupported type {storage_type!r}.")
+        if type(storage_type) is not _StorageType or type(numel) is not int or numel < 0:
+            raise CheckpointError(f"{self._path}: a storage of unsupported type or size: {saved_id!r}.")
         if view is not None:
             raise CheckpointError(f"{self._path}: storage views (PyTorch < 0.4 files) are not supported.")
-        return self._persistent(str(key), storage_type.dtype, int(numel))
+        return self._persistent(str(key), storage_type.dtype, numel)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -152,16 +188,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
             return _read_torch_legacy(path), {}
         if len(head) >= 9 and head[8:9] == b"{":
             return _read_safetensors(path)
-    except CheckpointError:
-        raise
+    except CheckpointError as error:
+        if str(error).startswith(path):
+            raise
+        raise CheckpointError(f"{path}: {error}; the file is corrupted or not a plain state dict.") from error
     except (
-        zipfile.BadZipFile,
-        EOFError,
-        pickle.UnpicklingError,
-        struct.error,
-        ValueError,
-        KeyError,
-    ) as error:
+        zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, ValueError, KeyError, IndexError,
+        TypeError, AttributeError, MemoryError, OverflowError,
+    ) as error:  # fmt: skip
         raise CheckpointError(
             f"{path}: the file is truncated or corrupted ({type(error).__name__}: {error}). "
             "Delete it and download or copy it again."
@@ -211,27 +245,34 @@ def _read_torch_legacy(path: str) -> dict[str, np.ndarray]:
         if header.load() != LEGACY_PROTOCOL_VERSION:
             raise CheckpointError(f"{path}: unsupported PyTorch legacy protocol version.")
         system = header.load()
-        if not system.get("little_endian", True):
+        if isinstance(system, dict) and not system.get("little_endian", True):
             raise CheckpointError(f"{path}: big-endian legacy checkpoints are not supported.")
         result = _RestrictedUnpickler(file, path, persistent).load()
         keys = _RestrictedUnpickler(file, path, persistent).load()
+        if not isinstance(system, dict) or not isinstance(keys, list):
+            raise CheckpointError(f"{path}: malformed legacy header.")
+        file_size = os.fstat(file.fileno()).st_size
         for key in keys:
             storage = storages[str(key)]
             (count,) = struct.unpack("<q", file.read(8))
-            raw = file.read(count * storage.dtype.itemsize)
-            if count != storage.numel or len(raw) != count * storage.dtype.itemsize:
+            expected = storage.numel * storage.dtype.itemsize
+            if count != storage.numel or file.tell() + expected > file_size:  # checked before allocating
                 raise CheckpointError(
-                    f"{path}: storage {key} is cut short ({len(raw)} bytes of "
-                    f"{storage.numel * storage.dtype.itemsize}): the file is truncated."
+                    f"{path}: storage {key} is cut short ({file_size - file.tell()} bytes left, {expected} "
+                    "needed): the file is truncated."
                 )
-            storage.data = np.frombuffer(raw, storage.dtype)
+            storage.data = np.frombuffer(file.read(expected), storage.dtype)
     return _resolve(result, path)
 
 
 def _resolve(result: Any, path: str) -> dict[str, np.ndarray]:
     """Turn the unpickled state dict's tensor references into NumPy arrays."""
-    if isinstance(result, dict) and "state_dict" in result and isinstance(result["state_dict"], dict):
-        result = result["state_dict"]  # a training checkpoint that wraps the weights
+    if isinstance(result, dict) and not any(type(v) is _TensorReference for v in result.values()):
+        wrapped = [value for value in result.values() if isinstance(value, dict)]
+        if (
+            len(wrapped) == 1
+        ):  # a training checkpoint wrapping the weights: {"state_dict": ...}, {"model": ...}
+            result = wrapped[0]
     if not isinstance(result, dict):
         raise CheckpointError(
             f"{path}: expected a state dict (a dict of tensors), got {type(result).__name__}."
@@ -248,6 +289,10 @@ def _tensor(reference: _TensorReference, path: str, name: str) -> np.ndarray:
     if storage.data is None:
         raise CheckpointError(f"{path}: tensor {name} refers to storage {storage.key}, which is missing.")
     size, stride = reference.size, reference.stride
+    if any(n < 0 for n in size) or math.prod(size) > max(storage.data.size, 1) * (
+        1 if all(stride) else 1 << 20
+    ):
+        raise CheckpointError(f"{path}: tensor {name} of size {size} does not fit its storage: corrupted.")
     last = reference.offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
     if reference.offset < 0 or any(s < 0 for s in stride) or (0 not in size and last >= storage.data.size):
         raise CheckpointError(f"{path}: tensor {name} reaches outside its storage: the file is corrupted.")

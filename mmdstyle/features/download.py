@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -63,7 +64,8 @@ def download_file(
         destination: the final path; its directory is created if needed.
         sha256: the publisher's SHA-256 of the file (64 hex digits).
         progress: show a progress bar (on stderr).
-        attempts: how many times to connect before giving up; each retry resumes the partial file.
+        attempts: how many failures in a row, without any bytes received, before giving up;
+            each retry resumes the partial file.
         timeout: seconds to wait for the server on each connection.
 
     Returns:
@@ -75,23 +77,31 @@ def download_file(
         ChecksumError: the complete file has another hash. The partial file is deleted, so the
             next call starts afresh.
     """
+    if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}.")
+    if not (isinstance(attempts, int) and attempts >= 1):
+        raise ValueError(f"attempts must be a positive integer, got {attempts!r}.")
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        before = partial.stat().st_size if partial.exists() else 0
         try:
             _transfer(url, partial, progress=progress, timeout=timeout)
             break
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as error:
             if isinstance(error, urllib.error.HTTPError) and error.code not in (408, 429, 500, 502, 503, 504):
                 raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}.") from error
-            if attempt == attempts:
+            progressed = partial.exists() and partial.stat().st_size > before
+            attempt = 1 if progressed else attempt + 1  # only failures in a row without progress count
+            if attempt >= attempts:
                 kept = f" The partial file {partial} is kept and will be resumed." if partial.exists() else ""
                 raise DownloadError(
                     f"could not download {url} after {attempts} attempts ({type(error).__name__}: {error})."
                     + kept
                 ) from error
-            time.sleep(min(2.0 ** (attempt - 1), 8.0) * 0.25)
+            time.sleep(min(2.0 ** (attempt - 1), 8.0) * 0.25)  # back off: 0.25, 0.5, 1, 2 s
     try:
         check_sha256(partial, sha256)
     except ChecksumError:
@@ -99,6 +109,12 @@ def download_file(
         raise
     os.replace(partial, destination)
     return destination
+
+
+def _range_starts_at(response, start: int) -> bool:
+    """Whether a 206 answer's Content-Range (``bytes START-END/TOTAL``) begins at ``start``."""
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return match is not None and int(match.group(1)) == start
 
 
 def _transfer(url: str, partial: Path, *, progress: bool, timeout: float) -> None:
@@ -112,8 +128,8 @@ def _transfer(url: str, partial: Path, *, progress: bool, timeout: float) -> Non
             return
         raise
     with response:
-        if have and getattr(response, "status", 200) != 206:
-            have = 0  # the server sent the whole file: start over
+        if have and (getattr(response, "status", 200) != 206 or not _range_starts_at(response, have)):
+            have = 0  # the server sent the whole file (or another range): start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         with (

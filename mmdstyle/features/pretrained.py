@@ -10,6 +10,7 @@ or ``~/.cache/mmdstyle`` on Linux).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,9 +143,9 @@ def load_vgg19(
         path: the weight file. PyTorch files are read without torch and without running code.
         pooling: ``"max"`` (as trained) or ``"average"`` (Gatys et al.'s choice for synthesis).
         padding: ``"zero"`` (as trained) or ``"reflect"``.
-        preprocessing: what the weights expect: ``"torchvision"`` or ``"caffe"`` (e.g. for the
-            original Caffe VGG converted to PyTorch). ``None``: the file's own metadata if it
-            has some (mmdstyle's converted files do), else ``"torchvision"``.
+        preprocessing: what the weights expect: ``"torchvision"``, ``"caffe"`` (e.g. for the
+            original Caffe VGG converted to PyTorch) or ``"none"``. ``None``: the file's own
+            metadata if it has some (mmdstyle's converted files do), else ``"torchvision"``.
         sha256: if given, the file must have this SHA-256. A file named as a published source
             (e.g. ``vgg19-dcbb9e9d.pth``) is checked against its publisher's hash in any case.
         param_dtype: dtype of the loaded weights (float32; float64 for exact comparisons).
@@ -200,11 +201,13 @@ def convert_to_features_safetensors(
         tensors[f"{stem}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
         tensors[f"{stem}.bias"] = np.ascontiguousarray(bias, dtype=np.float32)
     destination = Path(destination)
+    recorded = destination.with_name(destination.name + ".sha256")
+    recorded.unlink(missing_ok=True)  # until the new hash is written, the file counts as unchecked
     with atomic_path(destination, suffix=".safetensors") as temporary:
         save_file(tensors, temporary, metadata={key: str(value) for key, value in metadata.items()})
         digest = sha256_of(temporary)
-        with atomic_path(destination.with_name(destination.name + ".sha256")) as hash_file:
-            Path(hash_file).write_text(f"{digest}  {destination.name}\n")
+    with atomic_path(recorded) as hash_file:
+        Path(hash_file).write_text(f"{digest}  {destination.name}\n")
     return destination
 
 
@@ -251,6 +254,8 @@ def download_weights(
             )
         except (DownloadError, ValueError) as error:  # ChecksumError and CheckpointError are ValueErrors
             errors.append(f"  {candidate.name}: {error}")
+            if placed_by_hand:
+                print(f"mmdstyle: ignoring {original}: {error}", file=sys.stderr)
             continue
         if not (keep_original or placed_by_hand):
             original.unlink()
@@ -307,6 +312,17 @@ def pretrained_vgg19(
 
     The cached file's SHA-256 is checked against the one recorded when it was converted, so a
     truncated or altered file is reported instead of silently giving wrong features.
+
+    Args:
+        pooling: ``"max"`` (as trained) or ``"average"`` (Gatys et al.'s choice for synthesis).
+        padding: ``"zero"`` (as trained) or ``"reflect"``.
+        download_if_missing: download (about 575 MB, once) when the cache has no weights.
+        progress: show a progress bar while downloading.
+
+    Raises:
+        WeightsNotFoundError: no weights in the cache, and downloading failed or was not allowed.
+        ChecksumError: the cached file is not the one that was converted.
+        CheckpointError: the cached file has no recorded hash or cannot be read.
     """
     path = converted_weights_path()
     if not path.is_file():
@@ -321,7 +337,7 @@ def pretrained_vgg19(
 
 
 def describe_cache() -> dict[str, str]:
-    """What the cache holds, for ``mmdstyle weights info``."""
+    """What the cache holds, for ``mmdstyle weights info`` (reads headers only, never raises)."""
     path = converted_weights_path()
     info = {
         "cache directory": str(cache_directory()),
@@ -329,8 +345,15 @@ def describe_cache() -> dict[str, str]:
         "converted weights": str(path) if path.is_file() else "none",
     }
     if path.is_file():
-        _, metadata = read_checkpoint(path)
-        info.update({f"  {key}": value for key, value in metadata.items()})
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "np") as file:
+                info.update({f"  {key}": value for key, value in (file.metadata() or {}).items()})
+            _check_recorded_hash(path)
+            info["  integrity"] = "SHA-256 matches the hash recorded at conversion"
+        except Exception as error:  # a report: say what is wrong instead of failing
+            info["  integrity"] = f"unusable ({error}); run `mmdstyle weights download --force`"
     return info
 
 

@@ -103,23 +103,27 @@ def resolve_extractor(
     name: str | None = None,
     *,
     weights: str | os.PathLike | None = None,
-    pooling: Pooling = "max",
-    padding: Padding = "zero",
+    pooling: Pooling | None = None,
+    padding: Padding | None = None,
 ) -> FeatureExtractor:
     """The extractor a command line asks for with ``--extractor NAME`` and ``--weights FILE``.
 
     ``weights`` (a VGG-19 file in any supported format) implies VGG-19, so ``name`` must then be
     ``None`` or ``"vgg19"``. Without either, this is :func:`default_extractor`.
-    ``pooling`` and ``padding`` go to the VGG-19 variants that take them.
+    ``pooling`` and ``padding`` go to the VGG-19 variants that take them; ``None`` keeps each
+    one's own default.
     """
+    options = {key: value for key, value in (("pooling", pooling), ("padding", padding)) if value is not None}
     if weights is not None:
         if name not in (None, "vgg19"):
             raise ValueError(f"--weights loads a VGG-19, but the extractor {name!r} was asked for.")
-        return load_vgg19(weights, pooling=pooling, padding=padding)
+        return load_vgg19(weights, **options)
     name = name or "default"
-    if name in ("default", "vgg19", "random-vgg19"):
-        return get_extractor(name, pooling=pooling, padding=padding)
-    return get_extractor(name)
+    return (
+        get_extractor(name, **options)
+        if name in ("default", "vgg19", "random-vgg19")
+        else get_extractor(name)
+    )
 
 
 register_extractor(
