@@ -30,10 +30,19 @@ import numpy as np
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 SEQUENCE = (
-    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
-    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
-    "conv3_1", "relu3_1",
-)  # fmt: skip
+    "conv1_1",
+    "relu1_1",
+    "conv1_2",
+    "relu1_2",
+    "pool1",
+    "conv2_1",
+    "relu2_1",
+    "conv2_2",
+    "relu2_2",
+    "pool2",
+    "conv3_1",
+    "relu3_1",
+)
 XLA_VARIANTS = {
     "mmdstyle": "",
     "jax-nchw": "",
@@ -115,29 +124,16 @@ def run_jax(variant: str, size: int, repeats: int) -> float:
 
 def run_torch(size: int, repeats: int, threads: int) -> float:
     import torch
+    from torch_vgg import torch_features
+
+    from mmdstyle.features import random_vgg19
 
     torch.set_num_threads(threads)
-    weights, image, style = weights_and_image(size)
-    layers, convolution = [], iter(weights)
-    for name in SEQUENCE:
-        if name.startswith("conv"):
-            kernel, bias = next(convolution)
-            conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
-            conv.weight.data = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
-            conv.bias.data = torch.from_numpy(bias.copy())
-            layers.append(conv)
-        else:
-            layers.append(torch.nn.ReLU() if name.startswith("relu") else torch.nn.AvgPool2d(2))
-    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    _, image, style = weights_and_image(size)
+    maps = torch_features(random_vgg19(0, pooling="average"), LAYERS)
 
     def features(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, outputs = (image - mean) / std, {}
-        for name, layer in zip(SEQUENCE, layers, strict=True):
-            x = layer(x)
-            if name in LAYERS:
-                outputs[name] = x[0].reshape(x.shape[1], -1).T  # samples (h w, channels)
-        return outputs
+        return {name: value.reshape(value.shape[0], -1).T for name, value in maps(image).items()}  # (h w, c)
 
     def gram_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # Gatys, as mmdstyle.gram_style_loss
         m, d = x.shape
@@ -197,8 +193,10 @@ def main() -> None:
 
     import jax
 
-    print(f"VGG-19 value+grad of a Gram loss at {', '.join(LAYERS)}, {arguments.size} x {arguments.size}, "
-          f"float32, {jax.default_backend()}, {os.cpu_count()} threads")  # fmt: skip
+    print(
+        f"VGG-19 value+grad of a Gram loss at {', '.join(LAYERS)}, {arguments.size} x {arguments.size}, "
+        f"float32, {jax.default_backend()}, {os.cpu_count()} threads"
+    )
     torch_seconds = None
     if importlib.util.find_spec("torch") is not None:
         torch_seconds = measure("torch", arguments.size, arguments.repeats)

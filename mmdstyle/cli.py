@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +15,17 @@ EPILOG_VERIFY = """examples:
   mmdstyle verify --size 128 --json report.json
 
 exit status: 0 when every float64 identity holds, 1 when one fails (usable as a CI guard)."""
+
+
+EPILOG_TRANSFER = """examples:
+  mmdstyle transfer photo.jpg painting.jpg -o out.png
+  mmdstyle transfer photo.jpg painting.jpg -o out.png --loss "mmd:gaussian(sigma=median)" --style-weight 1e6
+  mmdstyle transfer photo.jpg a.jpg b.jpg --style-blend-weights 0.7,0.3 --scales 128,256 -o out.png
+  mmdstyle transfer -o out.png          (the bundled samples: sample:chelsea sample:hubble)"""
+
+EPILOG_SYNTHESIZE = """examples:
+  mmdstyle synthesize sample:gravel -o gravel.png --size 128
+  mmdstyle synthesize texture.jpg -o out.png --loss "0.5*mmd:linear + 0.5*bn" --layer-loss relu1_1=gram"""
 
 
 def _verify(arguments: argparse.Namespace) -> int:
@@ -132,6 +144,46 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=_weights_download)
     info = weights_commands.add_parser("info", help="where the weights are kept and what is there")
     info.set_defaults(run=_weights_info)
+
+    from mmdstyle import runs
+
+    run_commands = (
+        (
+            "transfer",
+            False,
+            {},
+            "style transfer: CONTENT STYLE [STYLE ...] -o OUT.png with any style loss",
+            "Style transfer (Gatys et al.) with the Gram loss or any MMD, BN or mixed style loss.",
+            EPILOG_TRANSFER,
+        ),
+        (
+            "synthesize",
+            True,
+            {},
+            "texture synthesis: STYLE [STYLE ...] -o OUT.png with any style loss",
+            "Texture synthesis from noise: style terms only.",
+            EPILOG_SYNTHESIZE,
+        ),
+        (
+            "demo",
+            False,
+            {"output": "mmdstyle-demo.png", "size": 128, "steps": 30},
+            "style transfer of the bundled sample images, small and offline",
+            "mmdstyle transfer sample:chelsea sample:hubble, 128 pixels, 30 steps; every option of transfer "
+            "applies.",
+            "",
+        ),
+    )
+    for name, synthesis, defaults, summary, description, examples in run_commands:
+        command = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog="\n\n".join(filter(None, (examples, runs.LOSS_HELP))),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        runs.add_arguments(command, synthesis=synthesis, **defaults)
+        command.set_defaults(run=functools.partial(runs.run, synthesis=synthesis))
 
     extractors = commands.add_parser("extractors", help="list the feature extractors by name")
     extractors.set_defaults(run=_extractors)

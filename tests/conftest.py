@@ -31,3 +31,15 @@ def as_a_user():
     jaxtyping.config.update("jaxtyping_disable", True)
     yield
     jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@pytest.fixture
+def standard_dtype_promotion():
+    """For tests that run optax's L-BFGS on float32 images.
+
+    It keeps its curvature weights in the default float dtype, float64 in this x64 run, beside
+    float32 images. Standard promotion handles that as a user's run does; the suite's strict
+    mode would call it an error.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        yield

@@ -50,7 +50,15 @@ def test_gram_loss_is_biased_poly2_mmd(m, d, relu, route, seed):
     gram = ms.gram_style_loss(x, y)
     mmd = ms.mmd2(x, y, ms.Polynomial(2), "biased", route=route) / (4.0 * d**2)
     np.testing.assert_allclose(float(gram), reference.gram_style_loss(x, y), rtol=IDENTITY_RTOL)
-    np.testing.assert_allclose(float(mmd), float(gram), rtol=IDENTITY_RTOL, atol=1e-300)
+    # The pairwise route sums kernel values by definition: when the two distributions nearly
+    # match, the result is a small difference of large sums, and float64 rounding is relative to
+    # those sums (hypothesis found d = 1 with ||G_x - G_y|| / ||G_x|| ~ 1e-9), not to the result.
+    kernel_sums = sum(
+        np.abs(reference.kernel_matrix(reference.polynomial(2), a, b)).mean()
+        for a, b in ((x, x), (y, y), (x, y), (x, y))
+    ) / (4.0 * d**2)
+    absolute = IDENTITY_RTOL * kernel_sums if route == "pairwise" else 1e-300
+    np.testing.assert_allclose(float(mmd), float(gram), rtol=IDENTITY_RTOL, atol=absolute)
 
 
 @given(

@@ -193,9 +193,18 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
             raise
         raise CheckpointError(f"{path}: {error}; the file is corrupted or not a plain state dict.") from error
     except (
-        zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, ValueError, KeyError, IndexError,
-        TypeError, AttributeError, MemoryError, OverflowError,
-    ) as error:  # fmt: skip
+        zipfile.BadZipFile,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        MemoryError,
+        OverflowError,
+    ) as error:
         raise CheckpointError(
             f"{path}: the file is truncated or corrupted ({type(error).__name__}: {error}). "
             "Delete it and download or copy it again."

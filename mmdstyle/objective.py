@@ -1,0 +1,240 @@
+"""The objective of style transfer and texture synthesis, and the settings that define a run.
+
+    L(x) = alpha * sum_{l in content} L_content^l  +  beta * sum_{l in style} w_l * sum_s b_s L_style^l(x, s)
+           + tv_weight * TV(x)
+
+over the pixels of the image x (H, W, 3), values in [0, 1]. L_content is Gatys' 1/2 sum (F - P)^2;
+each style layer's term comes from a spec (``gram``, ``mmd:gaussian(sigma=median)``,
+``0.5*mmd:linear + 0.5*bn``, ...; see :mod:`mmdstyle.specs`), w_l are the layer weights (equal,
+summing to 1, by default: Gatys' w_l = 1/5), b_s the blend weights of several style images
+(normalised to sum to 1; each style image is its own target, so a blend of styles is a weighted
+sum of losses). Texture synthesis is the same without a content term.
+
+References:
+    Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+    Li, Wang, Liu & Hou, "Demystifying Neural Style Transfer", IJCAI 2017.
+    Mahendran & Vedaldi, "Understanding Deep Image Representations by Inverting Them", CVPR 2015 (TV).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from mmdstyle.losses import content_loss
+from mmdstyle.specs import StyleSpec, parse_style_spec
+
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Everything that defines a run; defaults follow Gatys et al. 2016.
+
+    Attributes:
+        size: the output's longer side in pixels (the content's aspect ratio is kept; texture
+            synthesis makes a square). The last stage of ``scales`` when that is given.
+        scales: a pyramid of sizes, e.g. ``(128, 256)``: each stage starts from the previous
+            result, upsampled. ``None``: one stage at ``size``.
+        steps: optimiser steps per stage.
+        loss: the style loss spec for every style layer (see :mod:`mmdstyle.specs`).
+        layer_losses: per-layer overrides, e.g. ``{"relu1_1": "bn"}``.
+        estimator: MMD estimator for every ``mmd`` term: biased, unbiased or linear.
+        style_layers, content_layers: layer names; ``None``: the extractor's defaults (for VGG-19
+            Gatys' relu1_1 ... relu5_1 and relu4_2).
+        style_layer_weights: w_l, one per style layer; ``None``: equal weights summing to 1.
+        content_weight, style_weight: alpha and beta. ``None``: the extractor's
+            ``default_weights`` if it has them, else Gatys' alpha = 1, beta = 1e3 (alpha / beta =
+            1e-3 with his normalisations, which mmdstyle's losses follow).
+        tv_weight: weight of the total variation sum of squared neighbour differences.
+        style_scale: style images are resized to ``style_scale`` times the stage's size.
+        style_blend_weights: b_s, one per style image; ``None``: equal. Normalised to sum to 1.
+        optimizer: ``"lbfgs"`` (optax, zoom line search) or ``"adam"``.
+        learning_rate: Adam's step size in pixel units (L-BFGS needs none).
+        init: ``"content"``, ``"noise"`` (uniform in [0, 1], seeded) or an image array.
+        seed: seeds the noise initialisation; runs with the same seed are identical.
+        original_colors: keep the content's colours, transfer luminance only.
+        chunk: steps between progress updates, history read-backs and ``on_chunk`` calls.
+        dtype: of the image being optimised (``"float64"`` needs ``jax_enable_x64`` and an
+            extractor of that dtype; the tests use it to compare runs exactly).
+    """
+
+    size: int = 256
+    scales: tuple[int, ...] | None = None
+    steps: int = 300
+    loss: str = "gram"
+    layer_losses: Mapping[str, str] = field(default_factory=dict)
+    estimator: str = "biased"
+    style_layers: tuple[str, ...] | None = None
+    content_layers: tuple[str, ...] | None = None
+    style_layer_weights: tuple[float, ...] | None = None
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float = 0.0
+    style_scale: float = 1.0
+    style_blend_weights: tuple[float, ...] | None = None
+    optimizer: str = "lbfgs"
+    learning_rate: float = 0.02
+    init: str | np.ndarray = "content"
+    seed: int = 0
+    original_colors: bool = False
+    chunk: int = 10
+    dtype: str = "float32"
+
+    def stages(self) -> tuple[int, ...]:
+        return tuple(self.scales) if self.scales else (self.size,)
+
+
+def total_variation(image: Float[Array, "h w 3"]) -> Float[Array, ""]:
+    """Sum of squared differences between neighbouring pixels (Mahendran & Vedaldi's TV, beta = 2)."""
+    down = image[1:, :, :] - image[:-1, :, :]
+    right = image[:, 1:, :] - image[:, :-1, :]
+    return jnp.sum(down**2) + jnp.sum(right**2)
+
+
+def _samples(feature_map: Array) -> Array:
+    return feature_map.reshape(-1, feature_map.shape[-1])
+
+
+def check_config(config: TransferConfig, extractor: Any, styles: int) -> None:
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}.")
+    if any(not (isinstance(s, int) and s >= 16) for s in config.stages()):
+        raise ValueError(f"sizes must be whole numbers of pixels >= 16, got {config.stages()}.")
+    if not (isinstance(config.steps, int) and config.steps >= 1):
+        raise ValueError(f"steps must be a positive integer, got {config.steps!r}.")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(config, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    if not (math.isfinite(config.style_scale) and config.style_scale > 0):
+        raise ValueError(f"style_scale must be > 0, got {config.style_scale}.")
+    if config.style_blend_weights is not None and (
+        len(config.style_blend_weights) != styles
+        or any(w < 0 for w in config.style_blend_weights)
+        or sum(config.style_blend_weights) <= 0
+    ):
+        raise ValueError(
+            f"style_blend_weights must give one weight >= 0 per style image ({styles}), not all zero; "
+            f"got {config.style_blend_weights}."
+        )
+    layers = getattr(extractor, "layer_names", None)
+    style_layers = _layers(config.style_layers, extractor, "default_style_layers")
+    if config.style_layer_weights is not None and len(config.style_layer_weights) != len(style_layers):
+        raise ValueError(
+            f"style_layer_weights has {len(config.style_layer_weights)} weights for "
+            f"{len(style_layers)} style layers {style_layers}."
+        )
+    unknown = sorted(set(config.layer_losses) - set(style_layers))
+    if unknown:
+        raise ValueError(
+            f"layer_losses names layers that are not style layers: {unknown}; style layers: {style_layers}."
+        )
+    if layers is not None:
+        wanted = set(style_layers) | set(_layers(config.content_layers, extractor, "default_content_layers"))
+        missing = sorted(wanted - set(layers))
+        if missing:
+            raise ValueError(f"the extractor has no layer(s) {missing}; it has {', '.join(layers)}.")
+
+
+#: alpha and beta of Gatys et al. (alpha / beta = 1e-3), for extractors that advertise none
+GATYS_WEIGHTS = {"content_weight": 1.0, "style_weight": 1e3}
+
+
+def with_default_weights(config: TransferConfig, extractor: Any) -> TransferConfig:
+    """``config`` with alpha and beta filled in from the extractor's ``default_weights`` (or Gatys')."""
+    defaults = {**GATYS_WEIGHTS, **getattr(extractor, "default_weights", {})}
+    return dataclasses.replace(
+        config,
+        content_weight=defaults["content_weight"] if config.content_weight is None else config.content_weight,
+        style_weight=defaults["style_weight"] if config.style_weight is None else config.style_weight,
+    )
+
+
+def _layers(chosen: Sequence[str] | None, extractor: Any, attribute: str) -> tuple[str, ...]:
+    if chosen is not None:
+        return tuple(chosen)
+    default = getattr(extractor, attribute, None)
+    if default is None:
+        raise ValueError(
+            f"the extractor has no {attribute}: pass the layers explicitly (style_layers / content_layers)."
+        )
+    return tuple(default)
+
+
+class Objective:
+    """The objective of one stage, as a function of (image, targets): targets are jit arguments."""
+
+    def __init__(
+        self, config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: list[np.ndarray]
+    ):
+        self.config = config
+        self.extractor = extractor
+        self.style_layers = _layers(config.style_layers, extractor, "default_style_layers")
+        self.content_layers = (
+            _layers(config.content_layers, extractor, "default_content_layers") if content is not None else ()
+        )
+        weights = config.style_layer_weights or (1.0 / len(self.style_layers),) * len(self.style_layers)
+        self.layer_weights = dict(zip(self.style_layers, weights, strict=True))
+        blend = np.asarray(config.style_blend_weights or (1.0,) * len(styles), np.float64)
+        self.blend = tuple(float(b) for b in blend / blend.sum())
+        specs: dict[str, StyleSpec] = {
+            layer: parse_style_spec(config.layer_losses.get(layer, config.loss))
+            for layer in self.style_layers
+        }
+        self.layers = tuple(dict.fromkeys(self.style_layers + self.content_layers))
+        style_maps = [self.features(extractor, jnp.asarray(style)) for style in styles]
+        self.targets = {
+            "style": {layer: [_samples(maps[layer]) for maps in style_maps] for layer in self.style_layers},
+            "content": (
+                {
+                    layer: m
+                    for layer, m in self.features(extractor, jnp.asarray(content)).items()
+                    if layer in self.content_layers
+                }
+                if content is not None
+                else {}
+            ),
+        }
+        # each (layer, style) term is built once from its target: data-driven bandwidths are fixed here
+        self.terms = {
+            layer: [specs[layer].build(target, config.estimator) for target in self.targets["style"][layer]]
+            for layer in self.style_layers
+        }
+
+    def features(self, extractor: Any, image: Array) -> dict[str, Array]:
+        return dict(extractor(image, self.layers))
+
+    def terms_of(self, image: Array, extractor: Any, targets: dict) -> dict[str, Any]:
+        maps = self.features(extractor, image)
+        style = {
+            layer: sum(
+                blend * term(_samples(maps[layer]), target)
+                for blend, term, target in zip(
+                    self.blend, self.terms[layer], targets["style"][layer], strict=True
+                )
+            )
+            for layer in self.style_layers
+        }
+        content = {
+            layer: content_loss(maps[layer], targets["content"][layer]) for layer in self.content_layers
+        }
+        return {"style": style, "content": content, "tv": total_variation(image)}
+
+    def total(self, terms: dict[str, Any]) -> Array:
+        config = self.config
+        total = config.style_weight * sum(
+            self.layer_weights[layer] * value for layer, value in terms["style"].items()
+        )
+        if terms["content"]:
+            total = total + config.content_weight * sum(terms["content"].values())
+        if config.tv_weight:
+            total = total + config.tv_weight * terms["tv"]
+        return total

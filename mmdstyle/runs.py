@@ -1,0 +1,296 @@
+"""``mmdstyle transfer``, ``synthesize`` and ``demo``: arguments in, image, history and figure out.
+
+Every check that can fail (files, layers, specs, sizes) runs before the optimisation, and every
+output is written atomically: a failed or interrupted run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from mmdstyle._io import write_json
+from mmdstyle.features.checkpoint import CheckpointError
+from mmdstyle.image import SAVE_FORMATS, load_image, save_image
+from mmdstyle.objective import TransferConfig
+from mmdstyle.samples import SAMPLES, resolve_image
+from mmdstyle.specs import SpecError, parse_style_spec
+
+LOSS_HELP = """style loss spec (default: gram):
+  gram                           Gatys' Gram loss
+  mmd  or  mmd:poly2             the same as a biased MMD with k = (a^T b)^2
+  mmd:linear                     means only
+  mmd:poly(degree=3, c=1)        (scale a^T b + c)^degree
+  mmd:gaussian(sigma=median)     sigma: a number, median or mean (from each layer's style features)
+  mmd:laplacian(sigma=2)
+  mmd:(linear + 0.5*gaussian(sigma=median))   kernel sums, products and scalings in parentheses
+  bn                             mean and standard deviation per channel (Li et al.)
+  0.5*mmd:linear + 0.5*bn        weighted sums"""
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, got {text!r}"
+        ) from None
+    if any(size < 16 for size in sizes):
+        raise argparse.ArgumentTypeError(f"every size must be at least 16 pixels, got {text!r}")
+    return sizes
+
+
+def _layer_loss(text: str) -> tuple[str, str]:
+    layer, separator, spec = text.partition("=")
+    if not separator or not layer or not spec:
+        raise argparse.ArgumentTypeError(f"expected LAYER=SPEC, e.g. relu1_1=bn, got {text!r}")
+    return layer.strip(), spec.strip()
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    synthesis: bool,
+    output: str | None = None,
+    size: int = 256,
+    steps: int = 300,
+) -> None:
+    """The options of ``transfer`` (and, without the content ones, of ``synthesize``).
+
+    ``output``, ``size`` and ``steps`` set defaults (``demo`` has a default output, smaller sizes).
+    """
+    if synthesis:
+        parser.add_argument(
+            "styles", nargs="*", metavar="STYLE", help="style (texture) images; default sample:gravel"
+        )
+    else:
+        parser.add_argument(
+            "images",
+            nargs="*",
+            metavar="IMAGE",
+            help="CONTENT then STYLE [STYLE ...]; default: sample:chelsea sample:hubble",
+        )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=output is None,
+        default=output,
+        metavar="OUT.png",
+        help="the result image (.png, .jpg, ...)" + (f"; default {output}" if output else ""),
+    )
+    loss = parser.add_argument_group("loss")
+    loss.add_argument(
+        "--loss", default="gram", metavar="SPEC", help="style loss for every style layer (see below)"
+    )
+    loss.add_argument(
+        "--layer-loss",
+        type=_layer_loss,
+        action="append",
+        default=[],
+        metavar="LAYER=SPEC",
+        help="another loss for one layer, e.g. relu1_1=bn (repeatable)",
+    )
+    loss.add_argument(
+        "--estimator",
+        choices=("biased", "unbiased", "linear"),
+        default="biased",
+        help="MMD estimator of every mmd term (default biased)",
+    )
+    loss.add_argument("--style-layers", type=_names, metavar="L1,L2", help="default: the extractor's")
+    loss.add_argument(
+        "--style-layer-weights", type=_floats, metavar="W1,W2", help="default: equal, summing to 1"
+    )
+    loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
+    loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
+    if not synthesis:
+        loss.add_argument("--content-layers", type=_names, metavar="L1,L2", help="default: the extractor's")
+        loss.add_argument(
+            "--content-weight", type=float, help="alpha (default: the extractor's, else Gatys' 1)"
+        )
+    network = parser.add_argument_group("features")
+    network.add_argument(
+        "--extractor", metavar="NAME", help="default, vgg19, random-vgg19, multiscale-random, ..."
+    )
+    network.add_argument(
+        "--weights", metavar="FILE", help="VGG-19 weights (.pth, .safetensors, .npz): implies vgg19"
+    )
+    network.add_argument(
+        "--pooling", choices=("max", "average"), help="VGG-19 pooling (default: the extractor's)"
+    )
+    network.add_argument("--padding", choices=("zero", "reflect"), help="VGG-19 padding (default: zero)")
+    run = parser.add_argument_group("optimisation")
+    run.add_argument(
+        "--size", type=int, default=size, help="longer side of the result in pixels (default %(default)s)"
+    )
+    run.add_argument(
+        "--scales", type=_sizes, metavar="S1,S2", help="a pyramid, e.g. 128,256 (overrides --size)"
+    )
+    run.add_argument(
+        "--steps", type=int, default=steps, help="optimiser steps per scale (default %(default)s)"
+    )
+    run.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
+    run.add_argument(
+        "--learning-rate", type=float, default=0.02, help="Adam's step in pixel units (default 0.02)"
+    )
+    run.add_argument(
+        "--style-scale", type=float, default=1.0, help="style image size / result size (default 1)"
+    )
+    run.add_argument(
+        "--style-blend-weights", type=_floats, metavar="W1,W2", help="one per style image; default equal"
+    )
+    run.add_argument(
+        "--init",
+        default="content" if not synthesis else "noise",
+        metavar="content|noise|PATH",
+        help="starting image (default: %(default)s)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    if not synthesis:
+        run.add_argument(
+            "--original-colors", action="store_true", help="transfer luminance only, keep the colours"
+        )
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--save-every", type=int, default=0, metavar="N", help="also save the image every N steps"
+    )
+    outputs.add_argument("--history", metavar="FILE", help="per-step losses as JSON (default: OUT.json)")
+    outputs.add_argument("--plot", metavar="FILE", help="loss curves (default: OUT-loss.png)")
+    outputs.add_argument("--no-plot", action="store_true", help="no loss-curve figure")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bar, no messages except errors")
+
+
+def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
+    """Check everything, run, write the outputs; 0 on success, 1 on a stopped run, 2 on bad input."""
+    try:
+        plan = _prepare(arguments, synthesis=synthesis)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
+        print(f"mmdstyle: {error}", file=sys.stderr)
+        return 2
+    from mmdstyle.transfer import transfer
+
+    content, styles, config, extractor, output = plan
+    say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+
+    def on_chunk(step: int, image, records) -> None:
+        if arguments.save_every and step % arguments.save_every == 0:
+            save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
+
+    try:
+        result = transfer(
+            content, styles, config, extractor=extractor, progress=not arguments.quiet, on_chunk=on_chunk
+        )
+    except MemoryError as error:
+        print(f"mmdstyle: {error}", file=sys.stderr)
+        return 2
+    save_image(output, result.image)
+    history_path = Path(arguments.history) if arguments.history else output.with_suffix(".json")
+    report = {"config": _describe(result.config, arguments), "stopped_early": result.stopped_early}
+    write_json(history_path, {**report, "history": result.history})
+    written = [str(output), str(history_path)]
+    if not arguments.no_plot and result.history:
+        from mmdstyle.plots import plot_history
+
+        plot_path = Path(arguments.plot) if arguments.plot else output.with_name(f"{output.stem}-loss.png")
+        plot_history(
+            result.history, plot_path, title=f"style loss {config.loss}", show_tv=config.tv_weight > 0
+        )
+        written.append(str(plot_path))
+    if result.stopped_early:
+        print(f"mmdstyle: {result.stopped_early}", file=sys.stderr)
+        return 1
+    last = result.history[-1]
+    say(
+        f"wrote {', '.join(written)} (loss {last['loss']:.4g} after {len(result.history)} steps, "
+        f"{last['seconds']:.1f} s)"
+    )
+    return 0
+
+
+def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
+    from mmdstyle.features import resolve_extractor
+
+    output = Path(arguments.output)
+    if output.suffix.lower() not in SAVE_FORMATS:
+        raise ValueError(
+            f"cannot tell the image format of {str(output)!r}: use one of {', '.join(SAVE_FORMATS)}."
+        )
+    if not output.parent.exists():
+        raise FileNotFoundError(f"the output folder {str(output.parent)!r} does not exist.")
+    if synthesis:
+        content_path, style_paths = None, arguments.styles or ["sample:gravel"]
+    else:
+        images = arguments.images or ["sample:chelsea", "sample:hubble"]
+        if len(images) < 2:
+            raise ValueError(
+                "transfer needs a CONTENT image and at least one STYLE image (or none, for the samples)."
+            )
+        content_path, style_paths = images[0], images[1:]
+    for name in (content_path, *style_paths, arguments.init):
+        if name and str(name).startswith("sample:") and name.removeprefix("sample:") not in SAMPLES:
+            raise ValueError(
+                f"no sample image {name!r}; the samples are {', '.join('sample:' + s for s in SAMPLES)}."
+            )
+    for spec in [arguments.loss, *(spec for _, spec in arguments.layer_loss)]:
+        try:
+            parse_style_spec(spec)
+        except SpecError as error:
+            raise ValueError(f"{error}\n{LOSS_HELP}") from None
+    content = load_image(resolve_image(content_path)) if content_path else None
+    styles = [load_image(resolve_image(path)) for path in style_paths]
+    init = arguments.init
+    if init not in ("content", "noise"):
+        init = load_image(resolve_image(init))
+    if arguments.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {arguments.steps}.")
+    if arguments.size < 16:
+        raise ValueError(f"--size must be at least 16 pixels, got {arguments.size}.")
+    config = TransferConfig(
+        size=arguments.size,
+        scales=arguments.scales,
+        steps=arguments.steps,
+        loss=arguments.loss,
+        layer_losses=dict(arguments.layer_loss),
+        estimator=arguments.estimator,
+        style_layers=arguments.style_layers,
+        content_layers=None if synthesis else arguments.content_layers,
+        style_layer_weights=arguments.style_layer_weights,
+        content_weight=0.0 if synthesis else arguments.content_weight,
+        style_weight=arguments.style_weight,
+        tv_weight=arguments.tv_weight,
+        style_scale=arguments.style_scale,
+        style_blend_weights=arguments.style_blend_weights,
+        optimizer=arguments.optimizer,
+        learning_rate=arguments.learning_rate,
+        init=init,
+        seed=arguments.seed,
+        original_colors=False if synthesis else arguments.original_colors,
+        chunk=math.gcd(10, arguments.save_every) if arguments.save_every else 10,
+    )
+    extractor = resolve_extractor(
+        arguments.extractor, weights=arguments.weights, pooling=arguments.pooling, padding=arguments.padding
+    )
+    from mmdstyle.objective import check_config
+
+    check_config(config, extractor, len(styles))
+    return content, styles, config, extractor, output
+
+
+def _describe(config: TransferConfig, arguments: argparse.Namespace) -> dict:
+    described = {key: value for key, value in vars(config).items() if key != "init"}
+    described["init"] = arguments.init
+    described["layer_losses"] = dict(config.layer_losses)
+    described["extractor"] = arguments.extractor or ("vgg19" if arguments.weights else "default")
+    return described

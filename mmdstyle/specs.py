@@ -1,0 +1,371 @@
+"""A small language for style losses, for command lines and configuration files.
+
+    gram                              Gatys' Gram loss (||G_x/m - G_y/n||^2 / (4 d^2) if m != n)
+    mmd                               MMD^2 / (4 d^2) with Polynomial(2): the Gram loss as an MMD
+    mmd:linear                        ... with any kernel: linear, poly2, poly(degree=3, c=1, scale=1),
+    mmd:gaussian(sigma=median)        gaussian(sigma=...), laplacian(sigma=...); sigma is a number,
+    mmd:laplacian(sigma=2.5)          "median" (the median heuristic) or "mean" (Li et al.'s choice),
+                                      computed per layer from the style image's features
+    mmd:(linear + 0.5*gaussian(sigma=median))   kernel sums in parentheses; products and
+    mmd:0.5*linear * poly2                      scalings also without
+    bn                                Li et al.'s mean/std (batch-norm statistics) loss
+    0.5*mmd:linear + 0.5*bn           weighted sums of all of these (Li et al.'s fusion)
+
+Parsing gives a :class:`StyleSpec` that prints back as the canonical text (``str(parse(s))``
+parses to the same spec) and builds, for one layer, the style term the transfer engine
+minimises: a function ``term(samples, target_samples) -> scalar``. Parsing happens at the edge
+(command line, configuration); the math core only ever sees kernels and functions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jaxtyping import Array, Float
+
+from mmdstyle._checks import ESTIMATORS
+from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
+from mmdstyle.kernels import AbstractKernel, Gaussian, Laplacian, Linear, Polynomial
+from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd_style_loss
+
+StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<symbol>[-+*(),=:]))"
+)
+KERNEL_PARAMETERS = {
+    "linear": (),
+    "poly2": (),
+    "poly": ("degree", "c", "scale"),
+    "gaussian": ("sigma",),
+    "laplacian": ("sigma",),
+}
+DATA_BANDWIDTHS = ("median", "mean")
+
+
+class SpecError(ValueError):
+    """A loss spec that cannot be parsed; the message shows where and what was expected."""
+
+
+# ---------------------------------------------------------------- kernel expressions
+
+
+@dataclass(frozen=True)
+class KernelAtom:
+    name: str
+    parameters: tuple[tuple[str, float | str], ...] = ()
+
+    def __str__(self) -> str:
+        if not self.parameters:
+            return self.name
+        return f"{self.name}({', '.join(f'{key}={_number(value)}' for key, value in self.parameters)})"
+
+    def build(self, target: Array) -> AbstractKernel:
+        options = dict(self.parameters)
+        if self.name == "linear":
+            return Linear()
+        if self.name == "poly2":
+            return Polynomial(2)
+        if self.name == "poly":
+            degree = int(options.get("degree", 2))
+            return Polynomial(degree, c=options.get("c", 0.0), scale=options.get("scale", 1.0))
+        sigma = options.get("sigma", "median")
+        if sigma == "median":
+            sigma = median_bandwidth(target)
+        elif sigma == "mean":
+            sigma = mean_bandwidth(target)
+        return Gaussian(sigma) if self.name == "gaussian" else Laplacian(sigma)
+
+
+@dataclass(frozen=True)
+class KernelCombination:
+    operator: str  # "+" or "*"
+    parts: tuple[KernelExpression, ...]
+
+    def __str__(self) -> str:
+        if self.operator == "*":
+            return " * ".join(_operand(part) for part in self.parts)
+        nested = lambda part: isinstance(part, KernelCombination) and part.operator == "+"  # noqa: E731
+        return " + ".join(f"({part})" if nested(part) else str(part) for part in self.parts)
+
+    def build(self, target: Array) -> AbstractKernel:
+        kernels = [part.build(target) for part in self.parts]
+        result = kernels[0]
+        for kernel in kernels[1:]:
+            result = result + kernel if self.operator == "+" else result * kernel
+        return result
+
+
+@dataclass(frozen=True)
+class KernelScaling:
+    factor: float
+    kernel: KernelExpression
+
+    def __str__(self) -> str:
+        return f"{_number(self.factor)}*{_operand(self.kernel)}"
+
+    def build(self, target: Array) -> AbstractKernel:
+        return self.factor * self.kernel.build(target)
+
+
+KernelExpression = KernelAtom | KernelCombination | KernelScaling
+
+
+def _operand(part: KernelExpression) -> str:
+    """A kernel as an operand of ``*`` or ``mmd:``: composites in parentheses."""
+    return str(part) if isinstance(part, KernelAtom) else f"({part})"
+
+
+# ---------------------------------------------------------------- style losses
+
+
+@dataclass(frozen=True)
+class LossAtom:
+    """``gram``, ``bn`` or ``mmd:<kernel>``."""
+
+    kind: str
+    kernel: KernelExpression | None = None
+
+    def __str__(self) -> str:
+        if self.kind != "mmd" or self.kernel is None:
+            return self.kind
+        return f"mmd:{_operand(self.kernel)}"
+
+
+@dataclass(frozen=True)
+class StyleSpec:
+    """A weighted sum of style losses, e.g. ``0.5*mmd:linear + 0.5*bn``."""
+
+    terms: tuple[tuple[float, LossAtom], ...]
+
+    def __str__(self) -> str:
+        return " + ".join(
+            str(atom) if weight == 1.0 else f"{_number(weight)}*{atom}" for weight, atom in self.terms
+        )
+
+    def build(self, target: Float[Array, "n d"], estimator: str = "biased") -> StyleTerm:
+        """The style term for one layer whose style features (samples) are ``target``.
+
+        Data-driven bandwidths (``median``, ``mean``) are computed here, once, from ``target``.
+        """
+        if estimator not in ESTIMATORS:
+            raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+        parts = []
+        for weight, atom in self.terms:
+            if atom.kind == "gram":
+                parts.append((weight, _gram_term))
+            elif atom.kind == "bn":
+                parts.append((weight, bn_style_loss))
+            else:
+                kernel = (atom.kernel or KernelAtom("poly2")).build(target)
+                parts.append((weight, _MMDTerm(kernel, estimator)))
+        return _WeightedTerms(tuple(parts))
+
+
+def _gram_term(x: Array, y: Array) -> Array:
+    """Gatys' Gram loss; for unequal sample counts its natural form ||G_x/m - G_y/n||^2 / (4 d^2).
+
+    A style image of another size than the output has another number of positions; Gatys'
+    formula assumes equal counts, and the MMD form (MATH.md) is what it becomes otherwise.
+    """
+    return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
+
+
+@dataclass(frozen=True)
+class _MMDTerm:
+    kernel: AbstractKernel
+    estimator: str
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        return mmd_style_loss(x, y, self.kernel, self.estimator)
+
+
+@dataclass(frozen=True)
+class _WeightedTerms:
+    parts: tuple[tuple[float, StyleTerm], ...]
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        total = None
+        for weight, term in self.parts:
+            value = term(x, y)
+            value = value if weight == 1.0 else weight * value
+            total = value if total is None else total + value
+        return total
+
+
+def _number(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+# ---------------------------------------------------------------- the parser
+
+
+class _Parser:
+    """Recursive descent over tokens; every error says where it happened and what was expected."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[tuple[str, str, int]] = []
+        position = 0
+        while position < len(text):
+            if text[position:].strip() == "":
+                break
+            match = _TOKEN.match(text, position)
+            if match is None:
+                self.fail(len(text) - len(text[position:].lstrip()), "an unexpected character")
+            kind = match.lastgroup
+            self.tokens.append((kind, match.group(kind), match.start(kind)))
+            position = match.end()
+        self.index = 0
+
+    def fail(self, position: int, problem: str) -> None:
+        raise SpecError(
+            f"cannot read the loss spec {self.text!r}: {problem} at position {position + 1}:\n"
+            f"  {self.text}\n  {' ' * position}^\n"
+            "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
+        )
+
+    def peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def position(self) -> int:
+        token = self.peek()
+        return token[2] if token else len(self.text)
+
+    def take(self, value: str | None = None, kind: str | None = None) -> str:
+        token = self.peek()
+        if (
+            token is None
+            or (value is not None and token[1] != value)
+            or (kind is not None and token[0] != kind)
+        ):
+            expected = repr(value) if value else {"name": "a name", "number": "a number"}.get(kind, "more")
+            found = repr(token[1]) if token else "the end"
+            self.fail(self.position(), f"expected {expected}, found {found}")
+        self.index += 1
+        return token[1]
+
+    def accept(self, value: str) -> bool:
+        token = self.peek()
+        if token is not None and token[1] == value:
+            self.index += 1
+            return True
+        return False
+
+    def number(self) -> float:
+        sign = -1.0 if self.accept("-") else 1.0
+        return sign * float(self.take(kind="number"))
+
+    # spec := term ('+' term)*
+    def spec(self) -> StyleSpec:
+        terms = [self.term()]
+        while self.accept("+"):
+            terms.append(self.term())
+        if self.peek() is not None:
+            self.fail(self.position(), f"unexpected {self.peek()[1]!r} (join terms with '+')")
+        return StyleSpec(tuple(terms))
+
+    # term := [number '*'] loss
+    def term(self) -> tuple[float, LossAtom]:
+        weight = 1.0
+        if self.peek() is not None and (self.peek()[0] == "number" or self.peek()[1] == "-"):
+            position = self.position()
+            weight = self.number()
+            self.take("*")
+            if not (math.isfinite(weight) and weight > 0):
+                self.fail(position, "a weight must be a positive number")
+        return weight, self.loss()
+
+    # loss := 'gram' | 'bn' | 'mmd' [':' kernel_product]
+    def loss(self) -> LossAtom:
+        position = self.position()
+        name = self.take(kind="name").lower()
+        if name in ("gram", "bn"):
+            return LossAtom(name)
+        if name != "mmd":
+            self.fail(position, f"unknown loss {name!r} (use gram, mmd or bn)")
+        if not self.accept(":"):
+            return LossAtom("mmd", KernelAtom("poly2"))
+        return LossAtom("mmd", self.kernel_product())  # a '+' here would end the MMD term
+
+    # kernel_sum := kernel_product ('+' kernel_product)*   (only inside parentheses)
+    def kernel_sum(self) -> KernelExpression:
+        parts = [self.kernel_product()]
+        while self.accept("+"):
+            parts.append(self.kernel_product())
+        return parts[0] if len(parts) == 1 else KernelCombination("+", tuple(parts))
+
+    # kernel_product := (number | kernel_operand) ('*' (number | kernel_operand))*
+    def kernel_product(self) -> KernelExpression:
+        factor, parts = None, []
+        while True:
+            token = self.peek()
+            if token is not None and (token[0] == "number" or token[1] == "-"):
+                position = self.position()
+                number = self.number()
+                if not (math.isfinite(number) and number > 0):
+                    self.fail(position, "a kernel's factor must be a positive number")
+                factor = number if factor is None else factor * number
+            else:
+                parts.append(self.kernel_operand())
+            if not self.accept("*"):
+                break
+        if not parts:
+            self.fail(self.position(), "expected a kernel after the factor")
+        product = parts[0] if len(parts) == 1 else KernelCombination("*", tuple(parts))
+        return product if factor is None else KernelScaling(factor, product)
+
+    # kernel_operand := '(' kernel_sum ')' | name ['(' key '=' value (',' key '=' value)* ')']
+    def kernel_operand(self) -> KernelExpression:
+        if self.accept("("):
+            inner = self.kernel_sum()
+            self.take(")")
+            return inner
+        position = self.position()
+        name = self.take(kind="name").lower()
+        name = {"polynomial": "poly", "rbf": "gaussian"}.get(name, name)
+        if name not in KERNEL_PARAMETERS:
+            self.fail(position, f"unknown kernel {name!r} (use {', '.join(KERNEL_PARAMETERS)})")
+        parameters: dict[str, float | str] = {}
+        if self.accept("("):
+            while True:
+                key_position = self.position()
+                key = self.take(kind="name").lower()
+                if key not in KERNEL_PARAMETERS[name]:
+                    allowed = ", ".join(KERNEL_PARAMETERS[name]) or "no parameters"
+                    self.fail(key_position, f"{name} takes {allowed}, not {key!r}")
+                self.take("=")
+                value_position = self.position()
+                token = self.peek()
+                if token is not None and token[0] == "name":
+                    value = self.take().lower()
+                    if key != "sigma" or value not in DATA_BANDWIDTHS:
+                        self.fail(
+                            value_position,
+                            f"{key} must be a number" + (" or median or mean" if key == "sigma" else ""),
+                        )
+                else:
+                    value = self.number()
+                    positive = key in ("sigma", "scale", "degree")
+                    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                        self.fail(value_position, f"{key} must be {'> 0' if positive else '>= 0'}")
+                    if key == "degree" and not value.is_integer():
+                        self.fail(value_position, "the degree must be a whole number")
+                parameters[key] = value
+                if not self.accept(","):
+                    break
+            self.take(")")
+        order = KERNEL_PARAMETERS[name]
+        return KernelAtom(name, tuple((key, parameters[key]) for key in order if key in parameters))
+
+
+def parse_style_spec(text: str) -> StyleSpec:
+    """Parse a style-loss spec (see the module docstring); raise :class:`SpecError` with a pointer."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("the loss spec is empty: use e.g. gram, mmd:poly2, mmd:gaussian(sigma=median) or bn.")
+    return _Parser(text).spec()

@@ -1,0 +1,291 @@
+"""Style transfer and texture synthesis with any style loss: one engine for both.
+
+The objective is :mod:`mmdstyle.objective`'s; this module optimises it over the image's pixels
+with optax L-BFGS (its zoom line search) or Adam. Each step is one compiled program; the steps
+are dispatched in chunks, and the progress bar and the per-step history are updated between
+them. A multi-scale pyramid runs the stages in turn, each from the previous result upsampled.
+
+References:
+    Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+    Gatys, Bethge, Hertzmann & Shechtman, "Preserving Color in Neural Artistic Style Transfer",
+    arXiv:1606.05897, 2016 (luminance-only transfer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mmdstyle.image import fit_within, luminance_transfer, resize
+from mmdstyle.objective import Objective, TransferConfig, check_config, with_default_weights
+
+
+@dataclass
+class TransferResult:
+    """The final image (H, W, 3) in [0, 1], the per-step history, why the run stopped (if it did
+    early), and the settings it ran with (weights resolved)."""
+
+    image: np.ndarray
+    history: list[dict[str, Any]]
+    stopped_early: str | None = None
+    config: TransferConfig | None = None
+
+
+def _optimizer(config: TransferConfig) -> optax.GradientTransformationExtraArgs:
+    if config.optimizer == "adam":
+        return optax.adam(config.learning_rate)
+    return optax.lbfgs()
+
+
+def _step_function(objective: Objective, optimizer) -> Callable:
+    """One optimiser step, to be compiled whole: (image, state, ...) -> (image, state, value, terms).
+
+    The steps run from a Python loop, not inside ``lax.scan``: XLA's CPU backend runs a loop
+    body about 2x slower than the same computation compiled on its own (measured: VGG-19
+    value + gradient at 128 px, 0.74 s per step in a scan against 0.26 s stepped from Python),
+    and dispatch costs nothing next to a network's evaluation.
+    """
+    pytree_extractor = isinstance(objective.extractor, nnx.Module)
+
+    def step(image, state, extractor, targets):
+        extractor = extractor if pytree_extractor else objective.extractor
+
+        def value_fn(image):
+            return objective.total(objective.terms_of(image, extractor, targets))
+
+        if objective.config.optimizer == "lbfgs":
+            # the line search already evaluated value and gradient at this image: reuse them
+            value, gradient = optax.value_and_grad_from_state(value_fn)(image, state=state)
+            terms = objective.terms_of(image, extractor, targets)  # one extra forward, for the history
+            updates, state = optimizer.update(
+                gradient, state, image, value=value, grad=gradient, value_fn=value_fn
+            )
+            evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps")
+        else:
+            (value, terms), gradient = jax.value_and_grad(
+                lambda x: (lambda t: (objective.total(t), t))(objective.terms_of(x, extractor, targets)),
+                has_aux=True,
+            )(image)
+            updates, state = optimizer.update(gradient, state, image)
+            evaluations = jnp.ones((), jnp.int32)
+        return optax.apply_updates(image, updates), state, value, {**terms, "evaluations": evaluations}
+
+    return jax.jit(step)
+
+
+def run_stage(
+    objective: Objective,
+    image: np.ndarray,
+    *,
+    steps: int,
+    first_step: int = 0,
+    on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
+) -> tuple[np.ndarray, list[dict], str | None]:
+    """Optimise ``image`` for ``steps`` steps; returns (image, history records, stop reason).
+
+    Each record holds the step, the total loss and every term at the image the step started
+    from, the objective's evaluations in the step (L-BFGS: its line search's), and the seconds
+    since the stage started (compilation excluded, reported apart in the first record as
+    ``compile_seconds``).
+    """
+    config = objective.config
+    optimizer = _optimizer(config)
+    params = jnp.asarray(image, config.dtype)
+    state = optimizer.init(params)
+    extractor = objective.extractor if isinstance(objective.extractor, nnx.Module) else None
+    arguments = (params, state, extractor, objective.targets)
+    started = time.perf_counter()
+    step = _step_function(objective, optimizer).lower(*arguments).compile()
+    compile_seconds = time.perf_counter() - started
+    check_memory(step, params.shape[:2])
+    history: list[dict] = []
+    done, running = 0, 0.0
+    while done < steps:
+        length = min(config.chunk, steps - done)
+        started = time.perf_counter()
+        new_params, new_state, outputs = params, state, []
+        for _ in range(length):  # dispatched asynchronously; read back once per chunk
+            new_params, new_state, value, terms = step(new_params, new_state, extractor, objective.targets)
+            outputs.append((value, terms))
+        values = np.array([float(value) for value, _ in outputs])
+        terms = jax.tree.map(
+            lambda *per_step: np.stack([np.asarray(v) for v in per_step]), *(t for _, t in outputs)
+        )
+        chunk_seconds = time.perf_counter() - started
+        for i in range(length):
+            history.append(
+                {
+                    "step": first_step + done + i,
+                    "loss": float(values[i]),
+                    "style": {layer: float(v[i]) for layer, v in terms["style"].items()},
+                    "content": {layer: float(v[i]) for layer, v in terms["content"].items()},
+                    "tv": float(terms["tv"][i]),
+                    "evaluations": int(terms["evaluations"][i]),
+                    "seconds": running + chunk_seconds * (i + 1) / length,
+                }
+            )
+        running += chunk_seconds
+        finite = np.isfinite(values)
+        if not finite.all() or not bool(jnp.all(jnp.isfinite(new_params))):
+            first = first_step + done
+            where = (
+                f"the loss became {values[~finite][0]} at step {first + int(np.argmin(finite))}"
+                if not finite.all()
+                else f"the image became non-finite in steps {first}-{first + length - 1}"
+            )
+            reason = (
+                f"{where}; stopped, keeping the image from step {first}, the last finite one. "
+                "Lower the learning rate or the loss weights, or try the other optimizer."
+            )
+            return np.asarray(params), history, reason
+        params, state = new_params, new_state
+        done += length
+        if on_chunk is not None:
+            on_chunk(first_step + done, np.asarray(params), history[-length:])
+    if history:
+        history[0]["compile_seconds"] = compile_seconds
+    return np.asarray(params), history, None
+
+
+def available_memory() -> int | None:
+    """Bytes the computation may use: the device's limit on accelerators, MemAvailable on CPU."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
+    """Refuse a run whose compiled step needs more memory than there is, naming a size that fits."""
+    analysis = compiled.memory_analysis()
+    available = available_memory()
+    if analysis is None or available is None:
+        return
+    needed = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+    if needed > 0.9 * available:
+        fits = int(max(shape) * (0.9 * available / needed) ** 0.5) // 8 * 8
+        raise MemoryError(
+            f"a {shape[0]} x {shape[1]} image needs about {needed / 2**30:.1f} GiB for this extractor and "
+            f"loss, but {available / 2**30:.1f} GiB are available. Use a size of about {fits} pixels or less "
+            "(--size), fewer or shallower layers, or a machine with more memory."
+        )
+
+
+def _initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    init = config.init
+    if isinstance(init, np.ndarray):
+        return resize(np.asarray(init, np.float32), shape)
+    if init == "content":
+        if content is None:
+            raise ValueError("init='content' needs a content image; texture synthesis starts from 'noise'.")
+        return content
+    if init == "noise":
+        return np.random.default_rng(config.seed).uniform(0.0, 1.0, (*shape, 3)).astype(np.float32)
+    raise ValueError(f"init must be 'content', 'noise' or an image array, got {init!r}.")
+
+
+def transfer(
+    content: np.ndarray | None,
+    styles: Sequence[np.ndarray],
+    config: TransferConfig | None = None,
+    *,
+    extractor: Any = None,
+    progress: bool = True,
+    on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
+) -> TransferResult:
+    """Style transfer (``content`` given) or texture synthesis (``content`` None).
+
+    Args:
+        content: the content image (H, W, 3) in [0, 1], or None for texture synthesis.
+        styles: one or more style images (H, W, 3) in [0, 1]; sizes may differ.
+        config: the run's settings (:class:`TransferConfig`).
+        extractor: any feature extractor (see :mod:`mmdstyle.features`); ``None``: the default
+            one (pretrained VGG-19 if cached, else the announced weight-free network).
+        progress: show a progress bar with the current loss (on stderr).
+        on_chunk: called as ``on_chunk(step, image, records)`` after every compiled chunk.
+
+    Returns:
+        A :class:`TransferResult`. A loss that becomes NaN or infinite stops the run; the result
+        then holds the last finite image and says why in ``stopped_early``.
+    """
+    from mmdstyle.features import default_extractor
+
+    config = TransferConfig() if config is None else config
+    if not styles:
+        raise ValueError("at least one style image is needed.")
+    extractor = default_extractor() if extractor is None else extractor
+    check_config(config, extractor, len(styles))
+    config = with_default_weights(config, extractor)
+    if config.original_colors and content is None:
+        raise ValueError("original_colors keeps the content's colours: it needs a content image.")
+    if content is None and config.init == "content":
+        config = dataclasses.replace(config, init="noise")
+    history: list[dict] = []
+    image = None
+    stopped = None
+    bar = _progress_bar(config, progress)
+    for stage, size in enumerate(config.stages()):
+        shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
+        stage_content = resize(content, shape) if content is not None else None
+        style_images = [
+            resize(style, fit_within(style.shape[:2], max(16, round(size * config.style_scale))))
+            for style in styles
+        ]
+        objective = Objective(config, extractor, stage_content, style_images)
+        start = resize(image, shape) if image is not None else _initial_image(config, stage_content, shape)
+
+        def report(
+            step: int, current: np.ndarray, records: list[dict], stage: int = stage, size: int = size
+        ) -> None:
+            for record in records:
+                record["stage"] = stage
+            bar.update(len(records))
+            bar.set_postfix(loss=f"{records[-1]['loss']:.4g}", size=size, refresh=False)
+            if on_chunk is not None:
+                on_chunk(step, current, records)
+
+        image, records, stopped = run_stage(
+            objective, start, steps=config.steps, first_step=stage * config.steps, on_chunk=report
+        )
+        for record in records:
+            record["stage"] = stage
+        history.extend(records)
+        if stopped:
+            break
+    bar.close()
+    image = np.clip(image, 0.0, 1.0)
+    if config.original_colors:
+        image = luminance_transfer(image, resize(content, image.shape[:2]))
+    return TransferResult(
+        image=image.astype(np.float32), history=history, stopped_early=stopped, config=config
+    )
+
+
+def synthesize(
+    styles: Sequence[np.ndarray], config: TransferConfig | None = None, **options
+) -> TransferResult:
+    """Texture synthesis: :func:`transfer` without a content image, starting from seeded noise."""
+    return transfer(None, styles, config, **options)
+
+
+def _progress_bar(config: TransferConfig, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps * len(config.stages()), disable=not progress, unit="step", leave=False)

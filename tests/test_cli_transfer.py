@@ -1,0 +1,127 @@
+"""``mmdstyle transfer`` / ``synthesize`` / ``demo``: end to end, outputs, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmdstyle import cli
+from mmdstyle.features import random_vgg19, registry
+
+TINY = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")  # see conftest
+FAST = ["--extractor", "tiny-vgg", "--size", "32", "--style-layers", "relu1_1,relu2_1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_extractor(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_extractor("tiny-vgg", lambda **options: random_vgg19(0, widths=TINY, **options))
+
+
+def test_synthesize_end_to_end_in_a_fresh_process(tmp_path):
+    output = tmp_path / "texture.png"
+    command = [
+        *(sys.executable, "-m", "mmdstyle", "synthesize", "sample:gravel", "-o", str(output), "--size", "32"),
+        *("--steps", "4", "--extractor", "random-vgg19", "--style-layers", "relu1_1,relu2_1", "--quiet"),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert output.is_file()
+    report = json.loads((tmp_path / "texture.json").read_text())
+    assert len(report["history"]) == 4
+    assert report["config"]["extractor"] == "random-vgg19"
+    assert (tmp_path / "texture-loss.png").is_file()
+
+
+def test_transfer_writes_image_history_plot_and_snapshots(tmp_path):
+    output = tmp_path / "out.png"
+    code = cli.main(
+        [
+            *("transfer", "sample:chelsea", "sample:hubble", "-o", str(output), "--steps", "4"),
+            *("--save-every", "2"),
+            *("--history", str(tmp_path / "h.json"), "--plot", str(tmp_path / "p.png")),
+            *("--loss", "0.5*mmd:linear + 0.5*bn", "--layer-loss", "relu1_1=gram", *FAST),
+        ]
+    )
+    assert code == 0
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["h.json", "out-00002.png", "out-00004.png", "out.png", "p.png"]
+    config = json.loads((tmp_path / "h.json").read_text())["config"]
+    assert config["layer_losses"] == {"relu1_1": "gram"}
+    assert config["content_weight"] == 1.0  # VGG-19's default alpha, resolved and recorded
+
+
+def test_demo_has_a_default_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--steps", "2", "--no-plot", *FAST]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mmdstyle-demo.json", "mmdstyle-demo.png"]
+
+
+def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, capsys):
+    output = tmp_path / "out.png"
+    code = cli.main(
+        [
+            "synthesize",
+            "-o",
+            str(output),
+            "--steps",
+            "4",
+            "--optimizer",
+            "adam",
+            "--learning-rate",
+            "1e30",
+            *FAST,
+        ]
+    )
+    assert code == 1
+    assert "last finite" in capsys.readouterr().err
+    assert output.is_file()
+    assert json.loads((tmp_path / "out.json").read_text())["stopped_early"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["transfer", "missing.jpg", "sample:hubble"], "no image file at 'missing.jpg'"),
+        (["transfer", "sample:chelsea", "sample:mona-lisa"], "no sample image 'sample:mona-lisa'"),
+        (["transfer", "sample:chelsea"], "CONTENT image and at least one STYLE"),
+        (["synthesize", "--loss", "mmd:gauss"], "unknown kernel 'gauss'"),
+        (["synthesize", "--extractor", "vgg16"], "unknown extractor 'vgg16'"),
+        (["synthesize", "--style-layers", "relu1_1,fc7"], "no layer"),
+        (["synthesize", "--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, arguments, message):
+    command, *rest = arguments
+    code = cli.main([command, *FAST, *rest, "-o", str(tmp_path / "out.png")])  # the test's options win
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [("out.xyz", "cannot tell the image format"), ("missing/out.png", "does not exist")],
+)
+def test_bad_outputs_are_refused_before_running(tmp_path, capsys, output, message):
+    assert cli.main(["synthesize", "-o", str(tmp_path / output), *FAST]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_non_image_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.jpg").write_text("hello")
+    assert cli.main(["synthesize", str(tmp_path / "notes.jpg"), "-o", str(tmp_path / "out.png"), *FAST]) == 2
+    assert "not an image" in capsys.readouterr().err
+
+
+def test_help_lists_the_loss_language_and_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["transfer", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "mmd:gaussian(sigma=median)" in text
+    assert "examples:" in text

@@ -1,0 +1,126 @@
+"""The style-loss spec language: what each spec builds, round trips, and errors that point."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mmdstyle as ms
+from mmdstyle.specs import SpecError, parse_style_spec
+
+
+@pytest.fixture
+def samples(rng):
+    x = jnp.asarray(np.maximum(rng.normal(size=(40, 5)), 0))
+    y = jnp.asarray(np.maximum(rng.normal(size=(40, 5)) + 0.3, 0))
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("gram", lambda x, y: ms.gram_style_loss(x, y)),
+        ("mmd", lambda x, y: ms.mmd_style_loss(x, y, ms.Polynomial(2))),
+        ("mmd:linear", lambda x, y: ms.mmd_style_loss(x, y, ms.Linear())),
+        ("mmd:poly(degree=3, c=1)", lambda x, y: ms.mmd_style_loss(x, y, ms.Polynomial(3, c=1.0))),
+        ("mmd:gaussian(sigma=2)", lambda x, y: ms.mmd_style_loss(x, y, ms.Gaussian(2.0))),
+        (
+            "mmd:gaussian(sigma=median)",
+            lambda x, y: ms.mmd_style_loss(x, y, ms.Gaussian(ms.median_bandwidth(y))),
+        ),
+        ("mmd:rbf(sigma=mean)", lambda x, y: ms.mmd_style_loss(x, y, ms.Gaussian(ms.mean_bandwidth(y)))),
+        ("mmd:laplacian(sigma=3)", lambda x, y: ms.mmd_style_loss(x, y, ms.Laplacian(3.0))),
+        ("bn", lambda x, y: ms.bn_style_loss(x, y)),
+        (
+            "0.5*mmd:linear + 0.5*bn",
+            lambda x, y: 0.5 * ms.mmd_style_loss(x, y, ms.Linear()) + 0.5 * ms.bn_style_loss(x, y),
+        ),
+        (
+            "mmd:(linear + 0.5*gaussian(sigma=2))",
+            lambda x, y: ms.mmd_style_loss(x, y, ms.Linear() + 0.5 * ms.Gaussian(2.0)),
+        ),
+        (
+            "2*mmd:(poly2 * laplacian(sigma=1))",
+            lambda x, y: 2 * ms.mmd_style_loss(x, y, ms.Polynomial(2) * ms.Laplacian(1.0)),
+        ),
+    ],
+)
+def test_each_spec_builds_the_loss_it_names(samples, spec, expected):
+    x, y = samples
+    term = parse_style_spec(spec).build(y)
+    np.testing.assert_allclose(term(x, y), expected(x, y), rtol=1e-12)
+
+
+def test_the_estimator_reaches_every_mmd_term(samples):
+    x, y = samples
+    term = parse_style_spec("mmd:gaussian(sigma=1)").build(y, "unbiased")
+    np.testing.assert_allclose(term(x, y), ms.mmd_style_loss(x, y, ms.Gaussian(1.0), "unbiased"), rtol=1e-12)
+
+
+def test_gram_with_unequal_sizes_is_its_mmd_form(samples):
+    x, y = samples
+    term = parse_style_spec("gram").build(y)
+    np.testing.assert_allclose(term(x[:30], y), ms.mmd_style_loss(x[:30], y), rtol=1e-12)
+
+
+kernel_atoms = st.sampled_from(
+    [
+        "linear",
+        "poly2",
+        "poly(degree=3)",
+        "poly(degree=2, c=0.5, scale=2)",
+        "gaussian(sigma=median)",
+        "gaussian(sigma=1.5)",
+        "laplacian(sigma=mean)",
+    ]
+)
+kernels = st.recursive(
+    kernel_atoms,
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "*"]), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(st.sampled_from(["0.5", "2", "1e-3"]), inner).map(lambda t: f"{t[0]}*({t[1]})"),
+    ),
+    max_leaves=4,
+)
+losses = st.one_of(st.just("gram"), st.just("bn"), st.just("mmd"), kernels.map(lambda k: f"mmd:{k}"))
+specs = st.lists(st.tuples(st.sampled_from(["", "0.25*", "3*"]), losses), min_size=1, max_size=3).map(
+    lambda terms: " + ".join(weight + loss for weight, loss in terms)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs)
+def test_printing_and_parsing_round_trip(text):
+    spec = parse_style_spec(text)
+    assert parse_style_spec(str(spec)) == spec
+    assert str(parse_style_spec(str(spec))) == str(spec)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("gaussian", "unknown loss 'gaussian'"),
+        ("mmd:gauss", "unknown kernel 'gauss'"),
+        ("mmd:poly(deg=2)", "poly takes degree, c, scale, not 'deg'"),
+        ("mmd:poly(degree=2.5)", "whole number"),
+        ("mmd:gaussian(sigma=0)", "sigma must be > 0"),
+        ("mmd:gaussian(sigma=foo)", "sigma must be a number or median or mean"),
+        ("mmd:linear(sigma=1)", "linear takes no parameters"),
+        ("0*gram", "weight must be a positive number"),
+        ("-1*gram", "weight must be a positive number"),
+        ("gram +", "expected a name, found the end"),
+        ("gram bn", r"unexpected 'bn' \(join terms with '\+'\)"),
+        ("mmd:(linear", r"expected '\)', found the end"),
+        ("gram; rm -rf /", "unexpected character"),
+    ],
+)
+def test_garbage_is_refused_with_a_pointer(text, message):
+    with pytest.raises(SpecError, match=message) as error:
+        parse_style_spec(text)
+    if text:
+        assert "^" in str(error.value)
+        assert "Examples:" in str(error.value)

@@ -1,0 +1,220 @@
+"""The transfer engine on a tiny random VGG-19: every loss descends, Gram equals MMD end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mmdstyle as ms
+from mmdstyle.features import random_vgg19
+from mmdstyle.objective import TransferConfig, total_variation
+from mmdstyle.transfer import synthesize, transfer
+
+WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
+LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")  # see conftest
+
+
+@pytest.fixture(scope="module")
+def network():
+    return random_vgg19(0, widths=WIDTHS)
+
+
+@pytest.fixture(scope="module")
+def network64():
+    return random_vgg19(0, widths=WIDTHS, param_dtype=jnp.float64)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:40, 0:40]
+    style = np.stack(
+        [0.5 + 0.4 * np.sin(xx / 2.0), 0.5 + 0.4 * np.cos(yy / 3.0), 0.5 + 0.4 * np.sin((xx + yy) / 4.0)], -1
+    )
+    content = rng.uniform(size=(24, 32, 3))
+    return content.astype(np.float32), style.astype(np.float32)
+
+
+def config(**changes) -> TransferConfig:
+    base = TransferConfig(size=32, steps=12, chunk=6, style_layers=LAYERS, content_layers=("relu2_2",))
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "gram",
+        "mmd:linear",
+        "mmd:poly2",
+        "mmd:gaussian(sigma=median)",
+        "mmd:laplacian(sigma=mean)",
+        "bn",
+        "0.5*mmd:linear + 0.5*bn",
+    ],
+)
+def test_every_loss_decreases_in_synthesis(network, images, loss):
+    _, style = images
+    result = synthesize([style], config(loss=loss, style_weight=1e4), extractor=network, progress=False)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    assert result.stopped_early is None
+    assert last < 0.7 * first, (first, last)
+
+
+def test_synthesis_from_noise_reduces_the_style_mmd_by_a_large_factor(network, images):
+    _, style = images
+    result = synthesize([style], config(steps=60, chunk=20), extractor=network, progress=False)
+    before = sum(result.history[0]["style"].values())
+    after = sum(result.history[-1]["style"].values())
+    assert after < before / 50, (before, after)
+
+
+def test_transfer_with_adam_and_a_content_term_decreases(network, images):
+    content, style = images
+    settings = config(optimizer="adam", learning_rate=0.05, steps=20, chunk=10)
+    result = transfer(content, [style], settings, extractor=network, progress=False)
+    assert result.image.shape == (24, 32, 3)
+    assert result.history[-1]["loss"] < result.history[5]["loss"]
+    assert set(result.history[0]["content"]) == {"relu2_2"}
+
+
+def test_gram_and_biased_poly2_mmd_follow_the_same_trajectory(network64, images):
+    # float64 end to end: the two losses are equal as functions (MATH.md), so L-BFGS takes the same
+    # steps; the only differences are rounding in two summation orders, ~1e-15 per step
+    _, style = images
+    run = lambda loss: synthesize(  # noqa: E731
+        [style], config(loss=loss, steps=8, chunk=4, dtype="float64"), extractor=network64, progress=False
+    )
+    gram, mmd = run("gram"), run("mmd:poly2")
+    losses = lambda result: np.array([record["loss"] for record in result.history])  # noqa: E731
+    np.testing.assert_allclose(losses(mmd), losses(gram), rtol=1e-9)
+    np.testing.assert_allclose(mmd.image, gram.image, atol=1e-6)  # images are stored as float32
+
+
+def test_runs_are_reproducible_and_seeds_matter(network, images):
+    _, style = images
+    run = lambda seed: synthesize([style], config(steps=6, seed=seed), extractor=network, progress=False)  # noqa: E731
+    first, again, other = run(3), run(3), run(4)
+    np.testing.assert_array_equal(first.image, again.image)
+    assert not np.allclose(first.image, other.image)
+
+
+def test_history_records_every_step_and_term(network, images):
+    content, style = images
+    result = transfer(
+        content, [style], config(steps=7, chunk=3, tv_weight=1e-3), extractor=network, progress=False
+    )
+    assert [record["step"] for record in result.history] == list(range(7))
+    record = result.history[3]
+    assert set(record["style"]) == set(LAYERS)
+    seconds = [r["seconds"] for r in result.history]
+    assert seconds == sorted(seconds)
+    assert "compile_seconds" in result.history[0]
+    weights = 1e3 / 3  # beta * w_l with equal layer weights
+    expected = weights * sum(record["style"].values()) + sum(record["content"].values()) + 1e-3 * record["tv"]
+    np.testing.assert_allclose(record["loss"], expected, rtol=1e-5)  # float32 sums in another order
+
+
+def test_a_pyramid_runs_each_scale_from_the_previous(network, images):
+    content, style = images
+    result = transfer(
+        content, [style], config(scales=(16, 32), steps=4, chunk=4), extractor=network, progress=False
+    )
+    assert result.image.shape == (24, 32, 3)
+    assert [record["stage"] for record in result.history] == [0] * 4 + [1] * 4
+
+
+def test_several_styles_blend_and_style_scale_resizes(network, images):
+    content, style = images
+    result = transfer(
+        content,
+        [style, style[::-1]],
+        config(style_blend_weights=(3.0, 1.0), style_scale=0.5, steps=4),
+        extractor=network,
+        progress=False,
+    )
+    assert result.stopped_early is None
+
+
+def test_original_colors_keep_the_contents_chroma(network, images):
+    content, style = images
+    result = transfer(
+        content, [style], config(original_colors=True, steps=4), extractor=network, progress=False
+    )
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    chroma = lambda image: (image.astype(np.float64) @ yiq.T)[..., 1:]  # noqa: E731
+    inside = (result.image > 0.01).all(-1) & (result.image < 0.99).all(-1)  # clipping changes chroma
+    np.testing.assert_allclose(chroma(result.image)[inside], chroma(content)[inside], atol=5e-6)
+
+
+def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_image(network, images):
+    content, style = images
+    settings = config(optimizer="adam", learning_rate=1e30, steps=6, chunk=3)
+    result = transfer(content, [style], settings, extractor=network, progress=False)
+    assert result.stopped_early is not None
+    assert "last finite" in result.stopped_early
+    assert np.all(np.isfinite(result.image))
+    np.testing.assert_allclose(result.image, np.clip(content, 0, 1), atol=1e-6)  # the start of the chunk
+
+
+def test_total_variation_is_the_sum_of_squared_neighbour_differences():
+    image = jnp.asarray(np.arange(12, dtype=np.float64).reshape(2, 2, 3))
+    # vertical differences are 6 (12 of them over 2x... ), horizontal 3
+    assert float(total_variation(image)) == pytest.approx(6 * 36 + 6 * 9)
+
+
+@pytest.mark.usefixtures("as_a_user")
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"optimizer": "sgd"}, "optimizer must be one of"),
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"size": 8}, ">= 16"),
+        ({"style_weight": -1.0}, "style_weight must be a finite number >= 0"),
+        ({"style_layer_weights": (1.0,)}, "1 weights for 3 style layers"),
+        ({"layer_losses": {"relu9_9": "bn"}}, "not style layers"),
+        ({"style_layers": ("relu1_1", "fc7")}, "no layer"),
+        ({"style_blend_weights": (1.0, 2.0)}, "one weight >= 0 per style image"),
+        ({"loss": "mmd:gauss"}, "unknown kernel"),
+        ({"original_colors": True, "init": "noise"}, None),
+    ],
+)
+def test_bad_settings_are_explained(network, images, changes, message):
+    content, style = images
+    if message is None:  # original colours without a content image
+        with pytest.raises(ValueError, match="needs a content image"):
+            synthesize([style], config(**changes), extractor=network, progress=False)
+        return
+    with pytest.raises(ValueError, match=message):
+        transfer(content, [style], config(**changes), extractor=network, progress=False)
+
+
+def test_a_run_too_large_for_memory_is_refused_with_a_size_that_fits(network, images, monkeypatch):
+    from mmdstyle import transfer as engine
+
+    monkeypatch.setattr(engine, "available_memory", lambda: 2**10)  # pretend 1 KiB is free
+    content, style = images
+    with pytest.raises(MemoryError, match=r"needs about .* GiB .* Use a size of about \d+ pixels"):
+        transfer(content, [style], config(), extractor=network, progress=False)
+
+
+def test_a_users_own_extractor_works(images):
+    _, style = images
+
+    def colours(image, layers):
+        image = jnp.asarray(image)
+        return {"rgb": image, "edges": image[1:] - image[:-1]}
+
+    result = synthesize(
+        [style],
+        TransferConfig(size=24, steps=5, style_layers=("rgb", "edges")),
+        extractor=colours,
+        progress=False,
+    )
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert ms.gram_style_loss  # the package's losses, the user's features
