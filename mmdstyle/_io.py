@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -36,7 +38,17 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[str]:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented JSON, atomically; NaN and infinities become null (JSON has none)."""
     with atomic_path(path, suffix=".json") as temporary, open(temporary, "w") as file:
-        json.dump(data, file, indent=2)
+        json.dump(_finite(data), file, indent=2, allow_nan=False)
         file.write("\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

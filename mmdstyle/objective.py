@@ -103,43 +103,64 @@ def _samples(feature_map: Array) -> Array:
     return feature_map.reshape(-1, feature_map.shape[-1])
 
 
-def check_config(config: TransferConfig, extractor: Any, styles: int) -> None:
+def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthesis: bool = False) -> None:
+    """Raise a ValueError naming the first setting that cannot work, before anything is computed."""
+
+    def finite(value: Any, *, positive: bool = False) -> bool:
+        return (
+            isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (value > 0 if positive else value >= 0)
+        )
+
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}.")
     if any(not (isinstance(s, int) and s >= 16) for s in config.stages()):
         raise ValueError(f"sizes must be whole numbers of pixels >= 16, got {config.stages()}.")
-    if not (isinstance(config.steps, int) and config.steps >= 1):
-        raise ValueError(f"steps must be a positive integer, got {config.steps!r}.")
+    for name in ("steps", "chunk"):
+        if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}.")
+    if not (isinstance(config.seed, int) and config.seed >= 0):
+        raise ValueError(f"seed must be a whole number >= 0, got {config.seed!r}.")
+    if config.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {config.dtype!r}.")
     for name in ("content_weight", "style_weight", "tv_weight"):
         value = getattr(config, name)
-        if value is not None and not (math.isfinite(value) and value >= 0):
+        if value is not None and not finite(value):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
-    if not (math.isfinite(config.style_scale) and config.style_scale > 0):
-        raise ValueError(f"style_scale must be > 0, got {config.style_scale}.")
-    if config.style_blend_weights is not None and (
-        len(config.style_blend_weights) != styles
-        or any(w < 0 for w in config.style_blend_weights)
-        or sum(config.style_blend_weights) <= 0
+    for name in ("style_scale", "learning_rate"):
+        if not finite(getattr(config, name), positive=True):
+            raise ValueError(f"{name} must be a finite number > 0, got {getattr(config, name)}.")
+    blend = config.style_blend_weights
+    if blend is not None and (
+        len(blend) != styles or not all(finite(w) for w in blend) or not sum(blend) > 0
     ):
         raise ValueError(
             f"style_blend_weights must give one weight >= 0 per style image ({styles}), not all zero; "
-            f"got {config.style_blend_weights}."
+            f"got {blend}."
         )
-    layers = getattr(extractor, "layer_names", None)
     style_layers = _layers(config.style_layers, extractor, "default_style_layers")
-    if config.style_layer_weights is not None and len(config.style_layer_weights) != len(style_layers):
+    if not style_layers or len(set(style_layers)) != len(style_layers):
+        raise ValueError(f"style_layers must name at least one layer, each once; got {style_layers}.")
+    weights = config.style_layer_weights
+    if weights is not None and (
+        len(weights) != len(style_layers) or not all(finite(w) for w in weights) or not sum(weights) > 0
+    ):
         raise ValueError(
-            f"style_layer_weights has {len(config.style_layer_weights)} weights for "
-            f"{len(style_layers)} style layers {style_layers}."
+            f"style_layer_weights must give one weight >= 0 per style layer {style_layers}, not all zero; "
+            f"got {weights}."
         )
     unknown = sorted(set(config.layer_losses) - set(style_layers))
     if unknown:
         raise ValueError(
             f"layer_losses names layers that are not style layers: {unknown}; style layers: {style_layers}."
         )
+    for spec in {config.loss, *config.layer_losses.values()}:
+        parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
+    content_layers = () if synthesis else _layers(config.content_layers, extractor, "default_content_layers")
+    layers = getattr(extractor, "layer_names", None)
     if layers is not None:
-        wanted = set(style_layers) | set(_layers(config.content_layers, extractor, "default_content_layers"))
-        missing = sorted(wanted - set(layers))
+        missing = sorted((set(style_layers) | set(content_layers)) - set(layers))
         if missing:
             raise ValueError(f"the extractor has no layer(s) {missing}; it has {', '.join(layers)}.")
 

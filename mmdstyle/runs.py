@@ -7,16 +7,19 @@ output is written atomically: a failed or interrupted run leaves no half-written
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from mmdstyle._io import write_json
 from mmdstyle.features.checkpoint import CheckpointError
-from mmdstyle.image import SAVE_FORMATS, load_image, save_image
+from mmdstyle.image import SAVE_FORMATS, load_image, luminance_transfer, resize, save_image
 from mmdstyle.objective import TransferConfig
 from mmdstyle.samples import SAMPLES, resolve_image
 from mmdstyle.specs import SpecError, parse_style_spec
+
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 LOSS_HELP = """style loss spec (default: gram):
   gram                           Gatys' Gram loss
@@ -185,14 +188,17 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
 
     def on_chunk(step: int, image, records) -> None:
-        if arguments.save_every and step % arguments.save_every == 0:
+        within_stage = step - records[-1]["stage"] * config.steps if "stage" in records[-1] else step
+        if arguments.save_every and within_stage % arguments.save_every == 0:
+            if config.original_colors:
+                image = luminance_transfer(np.clip(image, 0, 1), resize(content, image.shape[:2]))
             save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
 
     try:
         result = transfer(
             content, styles, config, extractor=extractor, progress=not arguments.quiet, on_chunk=on_chunk
         )
-    except MemoryError as error:
+    except (MemoryError, ValueError) as error:  # e.g. a median bandwidth of 0 on a flat layer
         print(f"mmdstyle: {error}", file=sys.stderr)
         return 2
     save_image(output, result.image)
@@ -227,8 +233,13 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
         raise ValueError(
             f"cannot tell the image format of {str(output)!r}: use one of {', '.join(SAVE_FORMATS)}."
         )
-    if not output.parent.exists():
-        raise FileNotFoundError(f"the output folder {str(output.parent)!r} does not exist.")
+    for path in (output, arguments.history, arguments.plot):
+        if path is not None and not Path(path).parent.exists():
+            raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
+    if arguments.plot and Path(arguments.plot).suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"--plot {arguments.plot!r}: use one of the extensions {', '.join(PLOT_FORMATS)}.")
+    if arguments.save_every < 0:
+        raise ValueError(f"--save-every must be >= 0, got {arguments.save_every}.")
     if synthesis:
         content_path, style_paths = None, arguments.styles or ["sample:gravel"]
     else:
@@ -277,15 +288,22 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
         init=init,
         seed=arguments.seed,
         original_colors=False if synthesis else arguments.original_colors,
-        chunk=math.gcd(10, arguments.save_every) if arguments.save_every else 10,
+        chunk=_chunk(arguments.save_every, arguments.steps),
     )
     extractor = resolve_extractor(
         arguments.extractor, weights=arguments.weights, pooling=arguments.pooling, padding=arguments.padding
     )
     from mmdstyle.objective import check_config
 
-    check_config(config, extractor, len(styles))
+    check_config(config, extractor, len(styles), synthesis=synthesis)
     return content, styles, config, extractor, output
+
+
+def _chunk(save_every: int, steps: int) -> int:
+    """Steps between read-backs: at most 10, dividing the snapshot interval and the stage length."""
+    if not save_every:
+        return 10
+    return max(d for d in range(1, 11) if save_every % d == 0 and steps % d == 0)
 
 
 def _describe(config: TransferConfig, arguments: argparse.Namespace) -> dict:

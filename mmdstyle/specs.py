@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from jaxtyping import Array, Float
 
 from mmdstyle._checks import ESTIMATORS
@@ -73,10 +74,14 @@ class KernelAtom:
             degree = int(options.get("degree", 2))
             return Polynomial(degree, c=options.get("c", 0.0), scale=options.get("scale", 1.0))
         sigma = options.get("sigma", "median")
-        if sigma == "median":
-            sigma = median_bandwidth(target)
-        elif sigma == "mean":
-            sigma = mean_bandwidth(target)
+        if sigma in DATA_BANDWIDTHS:
+            rule = sigma
+            sigma = (median_bandwidth if rule == "median" else mean_bandwidth)(target)
+            if not float(sigma) > 0:
+                raise SpecError(
+                    f"{self}: the {rule} distance between this layer's style features is 0 (the layer is "
+                    "constant on the style image); give sigma a number, or use another layer or loss."
+                )
         return Gaussian(sigma) if self.name == "gaussian" else Laplacian(sigma)
 
 
@@ -180,7 +185,15 @@ class _MMDTerm:
     estimator: str
 
     def __call__(self, x: Array, y: Array) -> Array:
+        if self.estimator == "linear":
+            # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
+            # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
+            x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
         return mmd_style_loss(x, y, self.kernel, self.estimator)
+
+
+def _permutation(count: int) -> np.ndarray:
+    return np.random.default_rng(count).permutation(count)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ def run_stage(
     *,
     steps: int,
     first_step: int = 0,
+    first_seconds: float = 0.0,
     on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
 ) -> tuple[np.ndarray, list[dict], str | None]:
     """Optimise ``image`` for ``steps`` steps; returns (image, history records, stop reason).
@@ -109,14 +110,16 @@ def run_stage(
     check_memory(step, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
+    last_finite = params  # an image whose loss is known to be finite (the start counts as such)
     while done < steps:
         length = min(config.chunk, steps - done)
         started = time.perf_counter()
-        new_params, new_state, outputs = params, state, []
+        images, new_state, outputs = [params], state, []
         for _ in range(length):  # dispatched asynchronously; read back once per chunk
-            new_params, new_state, value, terms = step(new_params, new_state, extractor, objective.targets)
+            new_params, new_state, value, terms = step(images[-1], new_state, extractor, objective.targets)
+            images.append(new_params)
             outputs.append((value, terms))
-        values = np.array([float(value) for value, _ in outputs])
+        values = np.array([float(value) for value, _ in outputs])  # values[i]: the loss at images[i]
         terms = jax.tree.map(
             lambda *per_step: np.stack([np.asarray(v) for v in per_step]), *(t for _, t in outputs)
         )
@@ -130,29 +133,45 @@ def run_stage(
                     "content": {layer: float(v[i]) for layer, v in terms["content"].items()},
                     "tv": float(terms["tv"][i]),
                     "evaluations": int(terms["evaluations"][i]),
-                    "seconds": running + chunk_seconds * (i + 1) / length,
+                    "seconds": first_seconds + running + chunk_seconds * (i + 1) / length,
                 }
             )
         running += chunk_seconds
         finite = np.isfinite(values)
-        if not finite.all() or not bool(jnp.all(jnp.isfinite(new_params))):
-            first = first_step + done
-            where = (
-                f"the loss became {values[~finite][0]} at step {first + int(np.argmin(finite))}"
-                if not finite.all()
-                else f"the image became non-finite in steps {first}-{first + length - 1}"
-            )
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            kept, kept_step = (images[bad - 1], done + bad - 1) if bad else (last_finite, done - 1)
+            del history[len(history) - length + bad + 1 :]  # nothing after the first bad record
+            if kept_step < 0:
+                return (
+                    np.asarray(kept),
+                    history,
+                    (
+                        f"the loss is {values[bad]} at the starting image: nothing to optimise. Check the "
+                        "images (NaN pixels?), the extractor's features and the loss weights."
+                    ),
+                )
             reason = (
-                f"{where}; stopped, keeping the image from step {first}, the last finite one. "
+                f"the loss became {values[bad]} at step {first_step + done + bad}; stopped, keeping the "
+                f"image from step {first_step + kept_step}, the last with a finite loss. "
                 "Lower the learning rate or the loss weights, or try the other optimizer."
             )
-            return np.asarray(params), history, reason
-        params, state = new_params, new_state
+            return np.asarray(kept), history, reason
+        params, state, last_finite = images[-1], new_state, images[-2]
         done += length
         if on_chunk is not None:
             on_chunk(first_step + done, np.asarray(params), history[-length:])
     if history:
         history[0]["compile_seconds"] = compile_seconds
+    if not bool(jnp.all(jnp.isfinite(params))):
+        return (
+            np.asarray(last_finite),
+            history,
+            (
+                f"the image became non-finite in the last step ({first_step + steps - 1}); "
+                "keeping the one before it."
+            ),
+        )
     return np.asarray(params), history, None
 
 
@@ -190,7 +209,7 @@ def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
 
 def _initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     init = config.init
-    if isinstance(init, np.ndarray):
+    if not isinstance(init, str):
         return resize(np.asarray(init, np.float32), shape)
     if init == "content":
         if content is None:
@@ -231,11 +250,11 @@ def transfer(
     if not styles:
         raise ValueError("at least one style image is needed.")
     extractor = default_extractor() if extractor is None else extractor
-    check_config(config, extractor, len(styles))
+    check_config(config, extractor, len(styles), synthesis=content is None)
     config = with_default_weights(config, extractor)
     if config.original_colors and content is None:
         raise ValueError("original_colors keeps the content's colours: it needs a content image.")
-    if content is None and config.init == "content":
+    if content is None and isinstance(config.init, str) and config.init == "content":
         config = dataclasses.replace(config, init="noise")
     history: list[dict] = []
     image = None
@@ -261,8 +280,14 @@ def transfer(
             if on_chunk is not None:
                 on_chunk(step, current, records)
 
+        seconds = history[-1]["seconds"] if history else 0.0
         image, records, stopped = run_stage(
-            objective, start, steps=config.steps, first_step=stage * config.steps, on_chunk=report
+            objective,
+            start,
+            steps=config.steps,
+            first_step=stage * config.steps,
+            first_seconds=seconds,
+            on_chunk=report,
         )
         for record in records:
             record["stage"] = stage

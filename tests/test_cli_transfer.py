@@ -78,7 +78,7 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         ]
     )
     assert code == 1
-    assert "last finite" in capsys.readouterr().err
+    assert "the last with a finite loss" in capsys.readouterr().err
     assert output.is_file()
     assert json.loads((tmp_path / "out.json").read_text())["stopped_early"]
 
@@ -101,6 +101,20 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, a
     assert code == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_plot_name_is_refused_before_running(tmp_path, capsys):
+    code = cli.main(["synthesize", *FAST, "-o", str(tmp_path / "out.png"), "--plot", str(tmp_path / "p.xyz")])
+    assert code == 2
+    assert "--plot" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_snapshots_follow_each_stage_of_a_pyramid(tmp_path):
+    output = tmp_path / "out.png"
+    arguments = ["--scales", "16,32", "--steps", "5", "--save-every", "5", "--no-plot"]
+    assert cli.main(["synthesize", *FAST, "-o", str(output), *arguments]) == 0
+    assert sorted(path.name for path in tmp_path.glob("out-*.png")) == ["out-00005.png", "out-00010.png"]
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,12 @@ def test_every_bundled_sample_loads_and_is_attributed():
     assert resolve_image("sample:coffee") == sample_path("coffee")
     with pytest.raises(ValueError, match="no sample image"):
         sample_path("mona-lisa")
+
+
+def test_json_reports_write_non_finite_numbers_as_null(tmp_path):
+    import json
+
+    from mmdstyle._io import write_json
+
+    write_json(tmp_path / "r.json", {"loss": [1.0, float("nan"), float("inf")], "ok": {"x": 2}})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"loss": [1.0, None, None], "ok": {"x": 2}}

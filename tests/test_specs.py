@@ -124,3 +124,17 @@ def test_garbage_is_refused_with_a_pointer(text, message):
     if text:
         assert "^" in str(error.value)
         assert "Examples:" in str(error.value)
+
+
+def test_the_linear_estimator_pairs_samples_in_a_fixed_shuffled_order(samples):
+    x, y = samples
+    term = parse_style_spec("mmd:linear").build(y, "linear")
+    shuffled = (x[np.random.default_rng(40).permutation(40)], y[np.random.default_rng(40).permutation(40)])
+    np.testing.assert_allclose(term(x, y), ms.mmd_style_loss(*shuffled, ms.Linear(), "linear"), rtol=1e-12)
+    assert not np.isclose(float(term(x, y)), float(ms.mmd_style_loss(x, y, ms.Linear(), "linear")))
+
+
+def test_a_data_bandwidth_of_zero_is_explained():
+    flat = jnp.ones((10, 3))
+    with pytest.raises(SpecError, match="median distance between this layer's style features is 0"):
+        parse_style_spec("mmd:gaussian(sigma=median)").build(flat)
