@@ -11,6 +11,9 @@
     bn                                Li et al.'s mean/std (batch-norm statistics) loss
     0.5*mmd:linear + 0.5*bn           weighted sums of all of these (Li et al.'s fusion)
 
+The MMD estimator is chosen apart (``build(target, estimator)``); with ``"linear"`` the samples
+are paired through one fixed shuffled order, since neighbouring pixels are correlated.
+
 Parsing gives a :class:`StyleSpec` that prints back as the canonical text (``str(parse(s))``
 parses to the same spec) and builds, for one layer, the style term the transfer engine
 minimises: a function ``term(samples, target_samples) -> scalar``. Parsing happens at the edge
