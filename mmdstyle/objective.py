@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from mmdstyle._checks import check_choice, check_scalar
 from mmdstyle.losses import content_loss
 from mmdstyle.specs import StyleSpec, parse_style_spec
 
@@ -106,15 +107,11 @@ def _samples(feature_map: Array) -> Array:
 def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthesis: bool = False) -> None:
     """Raise a ValueError naming the first setting that cannot work, before anything is computed."""
 
-    def finite(value: Any, *, positive: bool = False) -> bool:
-        return (
-            isinstance(value, (int, float))
-            and math.isfinite(value)
-            and (value > 0 if positive else value >= 0)
-        )
+    def finite(value: Any) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}.")
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("dtype", config.dtype, ("float32", "float64"))
     if any(not (isinstance(s, int) and s >= 16) for s in config.stages()):
         raise ValueError(f"sizes must be whole numbers of pixels >= 16, got {config.stages()}.")
     for name in ("steps", "chunk"):
@@ -122,15 +119,11 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}.")
     if not (isinstance(config.seed, int) and config.seed >= 0):
         raise ValueError(f"seed must be a whole number >= 0, got {config.seed!r}.")
-    if config.dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {config.dtype!r}.")
     for name in ("content_weight", "style_weight", "tv_weight"):
-        value = getattr(config, name)
-        if value is not None and not finite(value):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+        if getattr(config, name) is not None:
+            check_scalar(name, getattr(config, name), positive=False)
     for name in ("style_scale", "learning_rate"):
-        if not finite(getattr(config, name), positive=True):
-            raise ValueError(f"{name} must be a finite number > 0, got {getattr(config, name)}.")
+        check_scalar(name, getattr(config, name), positive=True)
     blend = config.style_blend_weights
     if blend is not None and (
         len(blend) != styles or not all(finite(w) for w in blend) or not sum(blend) > 0

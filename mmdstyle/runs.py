@@ -16,8 +16,8 @@ from mmdstyle._io import write_json
 from mmdstyle.features.checkpoint import CheckpointError
 from mmdstyle.image import SAVE_FORMATS, load_image, luminance_transfer, resize, save_image
 from mmdstyle.objective import TransferConfig
-from mmdstyle.samples import SAMPLES, resolve_image
-from mmdstyle.specs import SpecError, parse_style_spec
+from mmdstyle.samples import resolve_image
+from mmdstyle.specs import SpecError
 
 PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -179,6 +179,9 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     """Check everything, run, write the outputs; 0 on success, 1 on a stopped run, 2 on bad input."""
     try:
         plan = _prepare(arguments, synthesis=synthesis)
+    except SpecError as error:
+        print(f"mmdstyle: {error}\n{LOSS_HELP}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"mmdstyle: {error}", file=sys.stderr)
         return 2
@@ -249,25 +252,11 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
                 "transfer needs a CONTENT image and at least one STYLE image (or none, for the samples)."
             )
         content_path, style_paths = images[0], images[1:]
-    for name in (content_path, *style_paths, arguments.init):
-        if name and str(name).startswith("sample:") and name.removeprefix("sample:") not in SAMPLES:
-            raise ValueError(
-                f"no sample image {name!r}; the samples are {', '.join('sample:' + s for s in SAMPLES)}."
-            )
-    for spec in [arguments.loss, *(spec for _, spec in arguments.layer_loss)]:
-        try:
-            parse_style_spec(spec)
-        except SpecError as error:
-            raise ValueError(f"{error}\n{LOSS_HELP}") from None
     content = load_image(resolve_image(content_path)) if content_path else None
     styles = [load_image(resolve_image(path)) for path in style_paths]
     init = arguments.init
     if init not in ("content", "noise"):
         init = load_image(resolve_image(init))
-    if arguments.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {arguments.steps}.")
-    if arguments.size < 16:
-        raise ValueError(f"--size must be at least 16 pixels, got {arguments.size}.")
     config = TransferConfig(
         size=arguments.size,
         scales=arguments.scales,
