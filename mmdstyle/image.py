@@ -98,6 +98,17 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format :func:`save_image` writes for ``path``'s extension; ValueError if none."""
+    file_format = SAVE_FORMATS.get(Path(path).suffix.lower())
+    if file_format is None:
+        raise ValueError(
+            f"cannot tell the image format of {str(path)!r}: use one of the extensions "
+            f"{', '.join(SAVE_FORMATS)}."
+        )
+    return file_format
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a float image (H, W, 3) in [0, 1] (values outside are clipped) as 8-bit RGB, atomically.
 
@@ -105,12 +116,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     extension or an array that is not an RGB image, before anything is written.
     """
     path = Path(path)
-    file_format = SAVE_FORMATS.get(path.suffix.lower())
-    if file_format is None:
-        raise ValueError(
-            f"cannot tell the image format of {str(path)!r}: use one of the extensions "
-            f"{', '.join(SAVE_FORMATS)}."
-        )
+    file_format = image_format(path)
     array = np.asarray(image, dtype=np.float64)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"an image to save must have shape (height, width, 3), got {array.shape}.")

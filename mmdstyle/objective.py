@@ -124,6 +124,8 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
             check_scalar(name, getattr(config, name), positive=False)
     for name in ("style_scale", "learning_rate"):
         check_scalar(name, getattr(config, name), positive=True)
+    if config.original_colors and synthesis:
+        raise ValueError("original_colors keeps the content's colours: it needs a content image.")
     blend = config.style_blend_weights
     if blend is not None and (
         len(blend) != styles or not all(finite(w) for w in blend) or not sum(blend) > 0

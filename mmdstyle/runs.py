@@ -14,7 +14,7 @@ import numpy as np
 
 from mmdstyle._io import write_json
 from mmdstyle.features.checkpoint import CheckpointError
-from mmdstyle.image import SAVE_FORMATS, load_image, luminance_transfer, resize, save_image
+from mmdstyle.image import image_format, load_image, luminance_transfer, resize, save_image
 from mmdstyle.objective import TransferConfig
 from mmdstyle.samples import resolve_image
 from mmdstyle.specs import SpecError
@@ -232,10 +232,7 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
     from mmdstyle.features import resolve_extractor
 
     output = Path(arguments.output)
-    if output.suffix.lower() not in SAVE_FORMATS:
-        raise ValueError(
-            f"cannot tell the image format of {str(output)!r}: use one of {', '.join(SAVE_FORMATS)}."
-        )
+    image_format(output)  # an output Pillow cannot write is refused before the run
     for path in (output, arguments.history, arguments.plot):
         if path is not None and not Path(path).parent.exists():
             raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")

@@ -238,7 +238,7 @@ def transfer(
         extractor: any feature extractor (see :mod:`mmdstyle.features`); ``None``: the default
             one (pretrained VGG-19 if cached, else the announced weight-free network).
         progress: show a progress bar with the current loss (on stderr).
-        on_chunk: called as ``on_chunk(step, image, records)`` after every compiled chunk.
+        on_chunk: called as ``on_chunk(step, image, records)`` after every chunk of steps.
 
     Returns:
         A :class:`TransferResult`. A loss that becomes NaN or infinite stops the run; the result
@@ -252,8 +252,6 @@ def transfer(
     extractor = default_extractor() if extractor is None else extractor
     check_config(config, extractor, len(styles), synthesis=content is None)
     config = with_default_weights(config, extractor)
-    if config.original_colors and content is None:
-        raise ValueError("original_colors keeps the content's colours: it needs a content image.")
     if content is None and isinstance(config.init, str) and config.init == "content":
         config = dataclasses.replace(config, init="noise")
     history: list[dict] = []

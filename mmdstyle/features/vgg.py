@@ -116,8 +116,6 @@ class VGG19(nnx.Module):
     layer_names: tuple[str, ...] = VGG19_LAYERS
     default_style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
     default_content_layers: tuple[str, ...] = GATYS_CONTENT_LAYERS
-    #: Gatys et al.'s alpha and beta (alpha / beta = 1e-3).
-    default_weights: dict[str, float] = {"content_weight": 1.0, "style_weight": 1e3}  # noqa: RUF012
 
     def __init__(
         self,
