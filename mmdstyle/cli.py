@@ -8,14 +8,6 @@ import sys
 from collections.abc import Sequence
 
 from mmdstyle import __version__
-from mmdstyle._io import write_json
-
-EPILOG_VERIFY = """examples:
-  mmdstyle verify                  check the identity on VGG-19-shaped ReLU features (64 x 64 image)
-  mmdstyle verify --size 128 --json report.json
-
-exit status: 0 when every float64 identity holds, 1 when one fails (usable as a CI guard)."""
-
 
 EPILOG_TRANSFER = """examples:
   mmdstyle transfer photo.jpg painting.jpg -o out.png
@@ -26,18 +18,6 @@ EPILOG_TRANSFER = """examples:
 EPILOG_SYNTHESIZE = """examples:
   mmdstyle synthesize sample:gravel -o gravel.png --size 128
   mmdstyle synthesize texture.jpg -o out.png --loss "0.5*mmd:linear + 0.5*bn" --layer-loss relu1_1=gram"""
-
-
-def _verify(arguments: argparse.Namespace) -> int:
-    from mmdstyle.verification import synthetic_vgg_layers, verify_gram_mmd_identity
-
-    layers = synthetic_vgg_layers(arguments.size, arguments.seed)
-    source = f"synthetic ReLU features with VGG-19 shapes, {arguments.size} x {arguments.size} image"
-    report = verify_gram_mmd_identity(layers, tolerance=arguments.tolerance, source=source)
-    print(report.format_table())
-    if arguments.json:
-        write_json(arguments.json, report.to_dict())
-    return 0 if report.passed else 1
 
 
 def _weights_download(arguments: argparse.Namespace) -> int:
@@ -73,20 +53,6 @@ def _extractors(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_multiple_of_16(text: str) -> int:
-    value = int(text)
-    if value < 16 or value % 16:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 16 (>= 16), got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmdstyle",
@@ -95,26 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmdstyle {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    verify = commands.add_parser(
-        "verify",
-        help="check numerically, layer by layer, that the Gram loss is biased poly2 MMD / (4 d^2)",
-        description=(
-            "Check, layer by layer, in float64 (the proof) and float32, that Gatys' Gram loss equals "
-            "the biased MMD^2 with k(a, b) = (a^T b)^2 divided by 4 d^2: values, gradients, the "
-            "feature route against the pairwise route, and the unbiased estimator's gap against "
-            "its closed form."
-        ),
-        epilog=EPILOG_VERIFY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    verify.add_argument("--size", type=_positive_multiple_of_16, default=64, help="image side (default 64)")
-    verify.add_argument("--seed", type=int, default=0, help="seed of the synthetic features (default 0)")
-    verify.add_argument(
-        "--tolerance", type=_positive_float, default=1e-10, help="float64 relative tolerance (default 1e-10)"
-    )
-    verify.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
-    verify.set_defaults(run=_verify)
+    from mmdstyle import reports, runs
 
+    reports.add_commands(commands, ("verify",))
     weights = commands.add_parser(
         "weights",
         help="download and inspect the pretrained VGG-19 weights",
@@ -144,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=_weights_download)
     info = weights_commands.add_parser("info", help="where the weights are kept and what is there")
     info.set_defaults(run=_weights_info)
-
-    from mmdstyle import runs
 
     run_commands = (
         (
@@ -185,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         runs.add_arguments(command, synthesis=synthesis, **defaults)
         command.set_defaults(run=functools.partial(runs.run, synthesis=synthesis))
 
+    reports.add_commands(commands, ("compare", "test"))
     extractors = commands.add_parser("extractors", help="list the feature extractors by name")
     extractors.set_defaults(run=_extractors)
     return parser

@@ -98,6 +98,24 @@ def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
+def resize_cover(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Crop the centre of ``image`` to the aspect ratio of ``shape``, then resize it to ``shape``.
+
+    Nothing is stretched: the parts outside the largest centred window of that aspect are dropped.
+    """
+    height, width = image.shape[:2]
+    target_height, target_width = shape
+    if height * target_width > width * target_height:  # too tall: keep the middle rows
+        rows = max(1, round(width * target_height / target_width))
+        top = (height - rows) // 2
+        image = image[top : top + rows]
+    else:
+        columns = max(1, round(height * target_width / target_height))
+        left = (width - columns) // 2
+        image = image[:, left : left + columns]
+    return resize(image, shape)
+
+
 def image_format(path: str | os.PathLike) -> str:
     """The Pillow format :func:`save_image` writes for ``path``'s extension; ValueError if none."""
     file_format = SAVE_FORMATS.get(Path(path).suffix.lower())

@@ -53,6 +53,15 @@ HIGHEST = lax.Precision.HIGHEST
 # Geometry shared by the distance-based kernels
 
 
+def _number_text(value: Any) -> str:
+    """A kernel parameter as text: concrete scalars as plain numbers (``2.5``, not ``Array(2.5, ...)``)."""
+    if is_traced(value):
+        return "<traced>"
+    if isinstance(value, jax.Array | float) and jnp.ndim(value) == 0:
+        return f"{float(value):.6g}"
+    return repr(value)
+
+
 def _safe_sqrt(squared: Array) -> Array:
     """sqrt with gradient 0 (not inf or NaN) where the argument is 0: coinciding samples."""
     positive = squared > 0
@@ -125,6 +134,12 @@ class AbstractKernel(abc.ABC):
 
         jax.tree_util.register_pytree_node(cls, flatten, unflatten)
 
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={_number_text(getattr(self, name))}" for name in (*self._static, *self._children)
+        )
+        return f"{type(self).__name__}({fields})"
+
     # -- the core and what follows from it ---------------------------------------------------
 
     @abc.abstractmethod
@@ -185,7 +200,7 @@ class AbstractKernel(abc.ABC):
 # Inner-product kernels: exact feature-space forms
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Linear(AbstractKernel):
     """``k(a, b) = a^T b``. The biased MMD is ``||mean(x) - mean(y)||^2``: mean matching."""
 
@@ -202,7 +217,7 @@ class Linear(AbstractKernel):
         return (0.0, 1.0)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Polynomial(AbstractKernel):
     """``k(a, b) = (scale * a^T b + c)^degree``.
 
@@ -251,7 +266,7 @@ class Polynomial(AbstractKernel):
 # Distance-based kernels: translation invariant, characteristic
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Gaussian(AbstractKernel):
     """``k(a, b) = exp(-||a - b||^2 / (2 sigma^2))``: matches all moments (characteristic).
 
@@ -275,7 +290,7 @@ class Gaussian(AbstractKernel):
         return jnp.exp(-squared_distances(x, y) / (2.0 * self.sigma**2))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Laplacian(AbstractKernel):
     """``k(a, b) = exp(-||a - b|| / sigma)``, with gradient 0 (not NaN) where a == b."""
 
@@ -468,5 +483,4 @@ class ScaledKernel(AbstractKernel):
         return tuple(self.factor * c for c in coefficients)
 
     def __repr__(self) -> str:
-        factor = self.factor if not is_traced(self.factor) else "<traced>"
-        return f"{factor} * {self.kernel!r}"
+        return f"{_number_text(self.factor)} * {self.kernel!r}"

@@ -1,43 +1,153 @@
-"""Figures: the loss curves of a run, from its history."""
+"""Figures for runs and analyses, in one house style; the command line and the notebooks use them.
+
+Every function returns a :class:`matplotlib.figure.Figure` (shown inline when it is the last
+value of a notebook cell) and, given ``path``, also saves it there atomically, in the format of
+the file's extension. Figures are built without pyplot, so nothing accumulates in a global
+registry and no display is needed.
+
+    plot_history(history)              loss curves of a transfer run
+    plot_identity(report)              Gram loss against MMD per layer, and the relative errors
+    plot_kernel_matrix(x, y, kernel)   the pooled kernel matrix whose block means make MMD^2
+    plot_layer_bars(values)            any per-layer quantities, grouped bars
+    plot_image_grid(images, titles)    images side by side
+    plot_comparison(comparison)        the images of a loss comparison and its discrepancy matrix
+    plot_layer_tests(report)           each layer's permutation null distribution and statistic
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from mmdstyle._io import atomic_path
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_history(
-    history: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "", show_tv: bool = False
-) -> Path:
-    """Save a figure of the total loss and of each unweighted term per step (log scale), atomically.
+    from mmdstyle.analysis import LayerTestReport
+    from mmdstyle.comparison import Comparison
+    from mmdstyle.kernels import AbstractKernel
+    from mmdstyle.verification import IdentityReport
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "plot_comparison",
+    "plot_history",
+    "plot_identity",
+    "plot_image_grid",
+    "plot_kernel_matrix",
+    "plot_layer_bars",
+    "plot_layer_tests",
+    "save_figure",
+]
+
+#: File extensions figures can be saved as.
+FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+#: The house style: light grids, no top or right spines, one palette.
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 120,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "image.cmap": "viridis",
+    "axes.prop_cycle": "cycler(color=['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', "
+    "'#17becf', '#7f7f7f'])",
+}
+
+#: Relative errors of exactly 0 are drawn at this height on log axes.
+ZERO_FLOOR = 1e-18
+
+
+def _styled(function: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the figure in the house style and save it when the call has a ``path``."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, path: str | os.PathLike | None = None, **kwargs: Any) -> Figure:
+        import matplotlib
+
+        if path is not None:
+            check_figure_path(path)
+        with matplotlib.rc_context(STYLE):
+            figure = function(*args, **kwargs)
+            if path is not None:
+                save_figure(figure, path)
+        return figure
+
+    return wrapper
+
+
+def check_figure_path(path: str | os.PathLike, name: str = "figure") -> Path:
+    """A ValueError for an extension figures cannot be saved as; a FileNotFoundError for no folder.
+
+    ``name`` says what the path is for in the message (e.g. ``"--plot"``).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ValueError(
+            f"{name} {str(path)!r}: a figure cannot be saved in that format; use one of the extensions "
+            f"{', '.join(FIGURE_FORMATS)}."
+        )
+    if not path.parent.exists():
+        raise FileNotFoundError(f"the folder {str(path.parent)!r} does not exist.")
+    return path
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    """Save ``figure`` to ``path`` atomically (a temporary file, then a rename)."""
+    path = check_figure_path(path)
+    extension = path.suffix.lower().lstrip(".")
+    with atomic_path(path, suffix=path.suffix) as temporary:
+        figure.savefig(temporary, format="jpeg" if extension == "jpg" else extension)
+    return path
+
+
+def _new_figure(**options: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **options)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@_styled
+def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_tv: bool = False) -> Figure:
+    """The total loss and each unweighted term per step (log scale).
 
     Left: the total objective. Right: each style layer's term and each content layer's term as
     the engine recorded them (before the layer and alpha/beta weights), so the layers' progress
-    can be compared; the TV sum too with ``show_tv`` (when it is part of the objective).
+    can be compared; the TV sum too with ``show_tv`` (when it is part of the objective). Grey
+    lines mark the start of each stage of a pyramid.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if not history:
         raise ValueError("the history is empty: there is nothing to plot.")
     steps = [record["step"] for record in history]
-    figure, (total_axis, terms_axis) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    figure = _new_figure(figsize=(11, 4))
+    total_axis, terms_axis = figure.subplots(1, 2)
     total_axis.plot(steps, [record["loss"] for record in history], color="black")
     total_axis.set(title="objective", xlabel="step", yscale="log")
-    for kind, style in (("style", "-"), ("content", "--")):
+    for kind, line in (("style", "-"), ("content", "--")):
         for layer in history[0][kind]:
-            values = [record[kind][layer] for record in history]
-            terms_axis.plot(steps, values, style, label=f"{kind} {layer}")
+            terms_axis.plot(steps, [record[kind][layer] for record in history], line, label=f"{kind} {layer}")
     if show_tv:
         terms_axis.plot(steps, [record["tv"] for record in history], ":", label="TV")
     terms_axis.set(title="terms (unweighted)", xlabel="step", yscale="log")
-    terms_axis.legend(fontsize="small", ncols=2)
+    terms_axis.legend(ncols=2)
     stages = sorted({record.get("stage", 0) for record in history})
     for stage in stages[1:]:
         first = next(record["step"] for record in history if record.get("stage", 0) == stage)
@@ -45,8 +155,282 @@ def plot_history(
             axis.axvline(first, color="grey", linewidth=0.5)
     if title:
         figure.suptitle(title)
-    path = Path(path)
-    with atomic_path(path, suffix=path.suffix or ".png") as temporary:
-        figure.savefig(temporary, format=(path.suffix.lstrip(".") or "png"), dpi=110)
-    plt.close(figure)
-    return path
+    return figure
+
+
+# ---------------------------------------------------------------- the identity
+
+
+@_styled
+def plot_identity(report: IdentityReport) -> Figure:
+    """Left: Gram loss against MMD / (4 d^2), one point per layer, on the diagonal when they agree.
+    Right: every relative error of the report per layer, against the tolerance."""
+    figure = _new_figure(figsize=(12, 4.2))
+    scatter_axis, errors_axis = figure.subplots(1, 2, width_ratios=(1, 2))
+    gram = np.array([layer.gram_loss for layer in report.layers])
+    mmd = np.array([layer.mmd_loss for layer in report.layers])
+    positive = np.concatenate([gram, mmd])
+    positive = positive[positive > 0]
+    low, high = (positive.min() / 2, positive.max() * 2) if positive.size else (1e-3, 1.0)
+    scatter_axis.plot([low, high], [low, high], color="grey", linewidth=0.8, label="y = x")
+    for layer, x, y in zip(report.layers, gram, mmd, strict=True):
+        color = "#2ca02c" if layer.passed else "#d62728"
+        scatter_axis.scatter([x], [y], color=color, zorder=3)
+        scatter_axis.annotate(layer.layer, (x, y), textcoords="offset points", xytext=(5, -3))
+    estimator = "MMD_b" if report.estimator == "biased" else "MMD_u"
+    scatter_axis.set(
+        xscale="log",
+        yscale="log",
+        xlim=(low, high),
+        ylim=(low, high),
+        xlabel="Gram loss  ||G_x - G_s||^2 / (4 d^2 m^2)",
+        ylabel=f"{estimator}^2 / (4 d^2), k(a, b) = (a^T b)^2",
+        title="the two sides, per layer",
+    )
+    scatter_axis.set_aspect("equal")
+    scatter_axis.legend(loc="upper left")
+    series = {
+        "value f64": [layer.value_error for layer in report.layers],
+        "gradient f64": [layer.gradient_error for layer in report.layers],
+        "value f32": [layer.value_error_float32 for layer in report.layers],
+        "gradient f32": [layer.gradient_error_float32 for layer in report.layers],
+        "feature vs pairwise route": [layer.route_error for layer in report.layers],
+        "unbiased gap vs closed form": [layer.unbiased_gap_error for layer in report.layers],
+    }
+    names = [layer.layer for layer in report.layers]
+    tolerance = report.layers[0].tolerance if report.layers else None
+    _grouped_bars(
+        errors_axis,
+        {label: dict(zip(names, values, strict=True)) for label, values in series.items()},
+        log=True,
+        reference=(tolerance, "tolerance (float64)") if tolerance else None,
+    )
+    errors_axis.set(
+        ylabel="relative error",
+        title=f"relative errors (gradients with respect to the {report.gradient_with_respect_to}; "
+        f"0 drawn at {ZERO_FLOOR:g})",
+    )
+    verdict = (
+        "every float64 identity holds" if report.passed else "FAILED: some float64 identity does not hold"
+    )
+    figure.suptitle(f"Gram loss = {estimator}^2 / (4 d^2): {verdict}\n{report.source}", fontsize=10)
+    return figure
+
+
+def _grouped_bars(
+    axis: Any,
+    values: Mapping[str, Mapping[str, float | None]],
+    *,
+    log: bool = False,
+    reference: tuple[float, str] | None = None,
+) -> None:
+    """Bars grouped by layer (x), one colour per series; missing values (None) leave a gap."""
+    layers = list(dict.fromkeys(layer for series in values.values() for layer in series))
+    count = max(1, len(values))
+    width = 0.8 / count
+    positions = np.arange(len(layers))
+    for index, (label, series) in enumerate(values.items()):
+        heights = np.array(
+            [np.nan if series.get(layer) is None else series[layer] for layer in layers], float
+        )
+        if log:
+            heights = np.where(heights == 0, ZERO_FLOOR, heights)
+        axis.bar(positions + (index - (count - 1) / 2) * width, heights, width, label=label)
+    if reference is not None:
+        axis.axhline(reference[0], color="black", linestyle="--", linewidth=0.8, label=reference[1])
+    axis.set_xticks(positions, layers)
+    if log:
+        axis.set_yscale("log")
+    axis.legend(ncols=min(3, count + (reference is not None)))
+    axis.grid(axis="x", visible=False)
+
+
+@_styled
+def plot_layer_bars(
+    values: Mapping[str, Mapping[str, float | None]],
+    *,
+    ylabel: str = "",
+    title: str = "",
+    log: bool = False,
+    reference: tuple[float, str] | None = None,
+) -> Figure:
+    """Per-layer quantities as grouped bars: ``values[series][layer]``.
+
+    ``reference`` = (height, label) draws a dashed horizontal line, e.g. a tolerance or a level.
+    """
+    if not values or not any(values.values()):
+        raise ValueError("values is empty: give {series: {layer: value}}.")
+    figure = _new_figure(figsize=(max(5.0, 1.2 * max(len(series) for series in values.values()) + 2), 3.6))
+    axis = figure.subplots()
+    _grouped_bars(axis, values, log=log, reference=reference)
+    axis.set(ylabel=ylabel, title=title)
+    return figure
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@_styled
+def plot_kernel_matrix(
+    x: Any,
+    y: Any,
+    kernel: AbstractKernel,
+    *,
+    max_samples: int = 200,
+    labels: tuple[str, str] = ("x", "y"),
+    title: str | None = None,
+    seed: int = 0,
+) -> Figure:
+    """The kernel matrix of the pooled samples [x; y], split into its blocks K_xx, K_xy, K_yy.
+
+    The biased MMD^2 is mean(K_xx) + mean(K_yy) - 2 mean(K_xy): when x and y come from one
+    distribution the four blocks look alike. At most ``max_samples`` random rows of each side are
+    drawn (seeded).
+    """
+    from mmdstyle.analysis import subsample
+    from mmdstyle.mmd import mmd2
+
+    rng = np.random.default_rng(seed)
+    x, y = (subsample(np.asarray(side).reshape(-1, np.shape(side)[-1]), max_samples, rng) for side in (x, y))
+    import jax.numpy as jnp
+
+    pooled = jnp.asarray(np.concatenate([x, y]))
+    matrix = np.asarray(kernel(pooled, pooled))
+    value = float(mmd2(x, y, kernel, "biased"))
+    figure = _new_figure(figsize=(5.2, 4.4))
+    axis = figure.subplots()
+    image = axis.imshow(matrix, interpolation="nearest")
+    for boundary in (len(x) - 0.5,):
+        axis.axhline(boundary, color="white", linewidth=1.2)
+        axis.axvline(boundary, color="white", linewidth=1.2)
+    centres = (len(x) / 2, len(x) + len(y) / 2)
+    axis.set_xticks(centres, labels)
+    axis.set_yticks(centres, labels)
+    axis.grid(False)
+    figure.colorbar(image, ax=axis, shrink=0.85, label="k(a, b)")
+    axis.set_title(title or f"{kernel!r}\nbiased MMD^2 = {value:.4g}")
+    return figure
+
+
+# ---------------------------------------------------------------- images and comparisons
+
+
+def _show_images(axes: Iterable[Any], images: Sequence[np.ndarray], titles: Sequence[str]) -> None:
+    for axis, image, title in zip(axes, images, titles, strict=True):
+        axis.imshow(np.clip(np.asarray(image, np.float32), 0.0, 1.0), interpolation="lanczos")
+        axis.set_title(title, fontsize=8, fontweight="normal")
+        axis.axis("off")
+
+
+@_styled
+def plot_image_grid(
+    images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, columns: int | None = None
+) -> Figure:
+    """Images (H, W, 3) in [0, 1] side by side, ``columns`` per row (default: all in one row)."""
+    if not len(images):
+        raise ValueError("images is empty: there is nothing to show.")
+    titles = list(titles) if titles is not None else [""] * len(images)
+    if len(titles) != len(images):
+        raise ValueError(f"give one title per image: {len(images)} images, {len(titles)} titles.")
+    columns = columns or len(images)
+    rows = math.ceil(len(images) / columns)
+    figure = _new_figure(figsize=(2.4 * columns, 2.5 * rows))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    _show_images(axes[: len(images)], images, titles)
+    for axis in axes[len(images) :]:
+        axis.axis("off")
+    return figure
+
+
+@_styled
+def plot_comparison(comparison: Comparison) -> Figure:
+    """Top: content, style and each loss's result with its time. Bottom: one heat map per kernel
+    of MMD^2(result, style) / MMD^2(start, style) per layer (log colours: dark is matched)."""
+    from matplotlib.colors import LogNorm
+
+    runs = comparison.runs
+    pictures = ([comparison.content] if comparison.content is not None else []) + [comparison.style]
+    titles = (["content"] if comparison.content is not None else []) + ["style"]
+    pictures += [run.image for run in runs]
+    titles += [
+        f"{run.loss}\n{run.seconds:.1f} s" + (" (stopped)" if run.stopped_early else "") for run in runs
+    ]
+    kernels = len(comparison.kernels)
+    figure = _new_figure(
+        figsize=(max(2.2 * len(pictures), 4.2 * kernels), 2.6 + 0.32 * len(comparison.rows) + 1.2)
+    )
+    top, bottom = figure.subfigures(2, 1, height_ratios=(2.6, 0.32 * len(comparison.rows) + 1.2))
+    _show_images(np.atleast_1d(top.subplots(1, len(pictures))), pictures, titles)
+    relative = comparison.relative
+    finite = relative[np.isfinite(relative) & (relative > 0)]
+    low = min(1e-2, float(finite.min())) if finite.size else 1e-2
+    high = max(1.0, float(finite.max())) if finite.size else 1.0
+    norm = LogNorm(low, high)
+    axes = np.atleast_1d(bottom.subplots(1, kernels, sharey=True))
+    for k, (axis, kernel) in enumerate(zip(axes, comparison.kernels, strict=True)):
+        values = relative[:, k, :]
+        image = axis.imshow(
+            np.clip(np.where(np.isfinite(values), values, high), low, high), norm=norm, aspect="auto"
+        )
+        for (r, c), value in np.ndenumerate(values):
+            shade = norm(np.clip(value, low, high)) if np.isfinite(value) else 1.0
+            axis.text(
+                c,
+                r,
+                f"{value:.2g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shade < 0.6 else "black",
+            )
+        axis.set_xticks(range(len(comparison.layers)), comparison.layers, rotation=30)
+        axis.set_yticks(range(len(comparison.rows)), comparison.rows)
+        axis.grid(False)
+        axis.set_title(f"kernel {kernel}", fontsize=9)
+    bottom.colorbar(image, ax=list(axes), shrink=0.9, label="MMD^2 / MMD^2 of the start")
+    bottom.suptitle(
+        f"what each loss matches: {comparison.estimator} MMD^2 of each result against the style, "
+        "relative to the starting image's (1: no closer, 0: matched)",
+        fontsize=9,
+    )
+    return figure
+
+
+# ---------------------------------------------------------------- two-sample tests
+
+
+@_styled
+def plot_layer_tests(report: LayerTestReport) -> Figure:
+    """One panel per layer: the permuted statistics (the null distribution) and the observed one."""
+    count = len(report.tests)
+    columns = min(count, 5)
+    rows = math.ceil(count / columns)
+    figure = _new_figure(figsize=(2.9 * columns, 2.5 * rows + 0.5))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axis, test in zip(axes, report.tests, strict=False):
+        null = np.asarray(test.null_statistics)
+        axis.hist(null, bins=30, color="#7f7f7f", alpha=0.8, label="permuted")
+        axis.axvline(
+            test.statistic, color="#d62728" if test.different else "#1f77b4", linewidth=2, label="observed"
+        )
+        span = max(float(null.max()), test.statistic) - min(float(null.min()), test.statistic)
+        axis.set_xlim(
+            min(float(null.min()), test.statistic) - 0.05 * span,
+            max(float(null.max()), test.statistic) + 0.05 * span,
+        )
+        verdict = "different" if test.different else "not different"
+        axis.set_title(
+            f"{test.layer}: p = {test.p_value:.3g}\nHolm p = {test.adjusted_p_value:.3g}, {verdict}",
+            fontsize=8,
+        )
+        axis.set_xlabel("MMD^2")
+        axis.set_yticks([])
+    for axis in axes[count:]:
+        axis.axis("off")
+    axes[0].legend(loc="upper right")
+    figure.suptitle(
+        f"{report.source}: permutation tests, {report.estimator} MMD^2, kernel {report.kernel}, "
+        f"{report.num_permutations} permutations, family-wise level {report.alpha:g}",
+        fontsize=9,
+    )
+    return figure

@@ -7,6 +7,7 @@ output is written atomically: a failed or interrupted run leaves no half-written
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -16,10 +17,9 @@ from mmdstyle._io import write_json
 from mmdstyle.features.checkpoint import CheckpointError
 from mmdstyle.image import image_format, load_image, luminance_transfer, resize, save_image
 from mmdstyle.objective import TransferConfig
+from mmdstyle.plots import check_figure_path
 from mmdstyle.samples import resolve_image
 from mmdstyle.specs import SpecError
-
-PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 LOSS_HELP = """style loss spec (default: gram):
   gram                           Gatys' Gram loss
@@ -33,18 +33,18 @@ LOSS_HELP = """style loss spec (default: gram):
   0.5*mmd:linear + 0.5*bn        weighted sums"""
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def parse_floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
-def _names(text: str) -> tuple[str, ...]:
+def parse_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _sizes(text: str) -> tuple[int, ...]:
+def parse_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -61,6 +61,30 @@ def _layer_loss(text: str) -> tuple[str, str]:
     if not separator or not layer or not spec:
         raise argparse.ArgumentTypeError(f"expected LAYER=SPEC, e.g. relu1_1=bn, got {text!r}")
     return layer.strip(), spec.strip()
+
+
+def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--extractor``, ``--weights``, ``--pooling``, ``--padding``: read by :func:`extractor_from`."""
+    network = parser.add_argument_group("features")
+    network.add_argument(
+        "--extractor", metavar="NAME", help="default, vgg19, random-vgg19, multiscale-random, ..."
+    )
+    network.add_argument(
+        "--weights", metavar="FILE", help="VGG-19 weights (.pth, .safetensors, .npz): implies vgg19"
+    )
+    network.add_argument(
+        "--pooling", choices=("max", "average"), help="VGG-19 pooling (default: the extractor's)"
+    )
+    network.add_argument("--padding", choices=("zero", "reflect"), help="VGG-19 padding (default: zero)")
+
+
+def extractor_from(arguments: argparse.Namespace):
+    """The extractor the options of :func:`add_extractor_arguments` ask for."""
+    from mmdstyle.features import resolve_extractor
+
+    return resolve_extractor(
+        arguments.extractor, weights=arguments.weights, pooling=arguments.pooling, padding=arguments.padding
+    )
 
 
 def add_arguments(
@@ -112,34 +136,26 @@ def add_arguments(
         default="biased",
         help="MMD estimator of every mmd term (default biased)",
     )
-    loss.add_argument("--style-layers", type=_names, metavar="L1,L2", help="default: the extractor's")
+    loss.add_argument("--style-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
     loss.add_argument(
-        "--style-layer-weights", type=_floats, metavar="W1,W2", help="default: equal, summing to 1"
+        "--style-layer-weights", type=parse_floats, metavar="W1,W2", help="default: equal, summing to 1"
     )
     loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
     if not synthesis:
-        loss.add_argument("--content-layers", type=_names, metavar="L1,L2", help="default: the extractor's")
+        loss.add_argument(
+            "--content-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's"
+        )
         loss.add_argument(
             "--content-weight", type=float, help="alpha (default: the extractor's, else Gatys' 1)"
         )
-    network = parser.add_argument_group("features")
-    network.add_argument(
-        "--extractor", metavar="NAME", help="default, vgg19, random-vgg19, multiscale-random, ..."
-    )
-    network.add_argument(
-        "--weights", metavar="FILE", help="VGG-19 weights (.pth, .safetensors, .npz): implies vgg19"
-    )
-    network.add_argument(
-        "--pooling", choices=("max", "average"), help="VGG-19 pooling (default: the extractor's)"
-    )
-    network.add_argument("--padding", choices=("zero", "reflect"), help="VGG-19 padding (default: zero)")
+    add_extractor_arguments(parser)
     run = parser.add_argument_group("optimisation")
     run.add_argument(
         "--size", type=int, default=size, help="longer side of the result in pixels (default %(default)s)"
     )
     run.add_argument(
-        "--scales", type=_sizes, metavar="S1,S2", help="a pyramid, e.g. 128,256 (overrides --size)"
+        "--scales", type=parse_sizes, metavar="S1,S2", help="a pyramid, e.g. 128,256 (overrides --size)"
     )
     run.add_argument(
         "--steps", type=int, default=steps, help="optimiser steps per scale (default %(default)s)"
@@ -152,7 +168,7 @@ def add_arguments(
         "--style-scale", type=float, default=1.0, help="style image size / result size (default 1)"
     )
     run.add_argument(
-        "--style-blend-weights", type=_floats, metavar="W1,W2", help="one per style image; default equal"
+        "--style-blend-weights", type=parse_floats, metavar="W1,W2", help="one per style image; default equal"
     )
     run.add_argument(
         "--init",
@@ -214,7 +230,7 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
 
         plot_path = Path(arguments.plot) if arguments.plot else output.with_name(f"{output.stem}-loss.png")
         plot_history(
-            result.history, plot_path, title=f"style loss {config.loss}", show_tv=config.tv_weight > 0
+            result.history, path=plot_path, title=f"style loss {config.loss}", show_tv=config.tv_weight > 0
         )
         written.append(str(plot_path))
     if result.stopped_early:
@@ -229,15 +245,13 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
 
 
 def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
-    from mmdstyle.features import resolve_extractor
-
     output = Path(arguments.output)
     image_format(output)  # an output Pillow cannot write is refused before the run
     for path in (output, arguments.history, arguments.plot):
         if path is not None and not Path(path).parent.exists():
             raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
-    if arguments.plot and Path(arguments.plot).suffix.lower() not in PLOT_FORMATS:
-        raise ValueError(f"--plot {arguments.plot!r}: use one of the extensions {', '.join(PLOT_FORMATS)}.")
+    if arguments.plot:
+        check_figure_path(arguments.plot, "--plot")
     if arguments.save_every < 0:
         raise ValueError(f"--save-every must be >= 0, got {arguments.save_every}.")
     if synthesis:
@@ -254,12 +268,24 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
     init = arguments.init
     if init not in ("content", "noise"):
         init = load_image(resolve_image(init))
-    config = TransferConfig(
+    config = config_from(arguments, synthesis=synthesis, init=init)
+    extractor = extractor_from(arguments)
+    from mmdstyle.objective import check_config
+
+    check_config(config, extractor, len(styles), synthesis=synthesis)
+    return content, styles, config, extractor, output
+
+
+def config_from(arguments: argparse.Namespace, *, synthesis: bool, init: str | np.ndarray) -> TransferConfig:
+    """The run's settings from the options; options a command does not have keep their defaults."""
+    option = functools.partial(getattr, arguments)
+    save_every = option("save_every", 0)
+    return TransferConfig(
         size=arguments.size,
         scales=arguments.scales,
         steps=arguments.steps,
-        loss=arguments.loss,
-        layer_losses=dict(arguments.layer_loss),
+        loss=option("loss", "gram"),
+        layer_losses=dict(option("layer_loss", [])),
         estimator=arguments.estimator,
         style_layers=arguments.style_layers,
         content_layers=None if synthesis else arguments.content_layers,
@@ -268,21 +294,14 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
         style_weight=arguments.style_weight,
         tv_weight=arguments.tv_weight,
         style_scale=arguments.style_scale,
-        style_blend_weights=arguments.style_blend_weights,
+        style_blend_weights=option("style_blend_weights", None),
         optimizer=arguments.optimizer,
         learning_rate=arguments.learning_rate,
         init=init,
         seed=arguments.seed,
-        original_colors=False if synthesis else arguments.original_colors,
-        chunk=_chunk(arguments.save_every, arguments.steps),
+        original_colors=False if synthesis else option("original_colors", False),
+        chunk=_chunk(save_every, arguments.steps),
     )
-    extractor = resolve_extractor(
-        arguments.extractor, weights=arguments.weights, pooling=arguments.pooling, padding=arguments.padding
-    )
-    from mmdstyle.objective import check_config
-
-    check_config(config, extractor, len(styles), synthesis=synthesis)
-    return content, styles, config, extractor, output
 
 
 def _chunk(save_every: int, steps: int) -> int:

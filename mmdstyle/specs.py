@@ -224,8 +224,9 @@ def _number(value: float | str) -> str:
 class _Parser:
     """Recursive descent over tokens; every error says where it happened and what was expected."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, what: str = "loss spec") -> None:
         self.text = text
+        self.what = what
         self.tokens: list[tuple[str, str, int]] = []
         position = 0
         while position < len(text):
@@ -241,9 +242,13 @@ class _Parser:
 
     def fail(self, position: int, problem: str) -> None:
         raise SpecError(
-            f"cannot read the loss spec {self.text!r}: {problem} at position {position + 1}:\n"
+            f"cannot read the {self.what} {self.text!r}: {problem} at position {position + 1}:\n"
             f"  {self.text}\n  {' ' * position}^\n"
-            "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
+            + (
+                "Examples: linear | poly2 | poly(degree=3, c=1) | gaussian(sigma=median) | linear + gaussian"
+                if self.what == "kernel spec"
+                else "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
+            )
         )
 
     def peek(self) -> tuple[str, str, int] | None:
@@ -285,6 +290,13 @@ class _Parser:
         if self.peek() is not None:
             self.fail(self.position(), f"unexpected {self.peek()[1]!r} (join terms with '+')")
         return StyleSpec(tuple(terms))
+
+    # kernel_spec := kernel_sum, the whole text
+    def kernel_spec(self) -> KernelExpression:
+        kernel = self.kernel_sum()
+        if self.peek() is not None:
+            self.fail(self.position(), f"unexpected {self.peek()[1]!r}")
+        return kernel
 
     # term := [number '*'] loss
     def term(self) -> tuple[float, LossAtom]:
@@ -385,3 +397,31 @@ def parse_style_spec(text: str) -> StyleSpec:
     if not isinstance(text, str) or not text.strip():
         raise SpecError("the loss spec is empty: use e.g. gram, mmd:poly2, mmd:gaussian(sigma=median) or bn.")
     return _Parser(text).spec()
+
+
+def parse_kernel_spec(text: str) -> KernelExpression:
+    """Parse a kernel alone, as after ``mmd:`` (sums need no parentheses here): ``gaussian(sigma=median)``.
+
+    ``.build(samples)`` gives the kernel, a data-driven bandwidth computed from ``samples``.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("the kernel spec is empty: use e.g. linear, poly2, gaussian(sigma=median).")
+    if text.strip().lower().startswith("mmd:"):
+        kernel = text.strip()[4:]
+        raise SpecError(f"{text!r} is a loss spec; a kernel spec is what follows 'mmd:', here {kernel!r}.")
+    return _Parser(text, "kernel spec").kernel_spec()
+
+
+def split_specs(text: str) -> tuple[str, ...]:
+    """Split a comma-separated list of specs at the commas outside parentheses.
+
+    ``"gram,mmd:poly(degree=3, c=1),bn"`` -> ``("gram", "mmd:poly(degree=3, c=1)", "bn")``.
+    """
+    parts, depth, start = [], 0, 0
+    for position, character in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return tuple(part.strip() for part in parts if part.strip())

@@ -207,7 +207,8 @@ def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
         )
 
 
-def _initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+def initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The image a stage of ``shape`` starts from when nothing came before: ``config.init``."""
     init = config.init
     if not isinstance(init, str):
         return resize(np.asarray(init, np.float32), shape)
@@ -266,7 +267,7 @@ def transfer(
             for style in styles
         ]
         objective = Objective(config, extractor, stage_content, style_images)
-        start = resize(image, shape) if image is not None else _initial_image(config, stage_content, shape)
+        start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
 
         def report(
             step: int, current: np.ndarray, records: list[dict], stage: int = stage, size: int = size

@@ -43,3 +43,19 @@ def standard_dtype_promotion():
     """
     with jax.numpy_dtype_promotion("standard"):
         yield
+
+
+#: VGG-19's layout with a few channels per convolution: every layer exists, nothing is slow.
+TINY_VGG_WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
+
+
+@pytest.fixture
+def tiny_vgg(monkeypatch):
+    """Registers ``tiny-vgg`` (a seeded random VGG-19 of TINY_VGG_WIDTHS) for this test only."""
+    from mmdstyle.features import random_vgg19, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_extractor(
+        "tiny-vgg", lambda **options: random_vgg19(0, widths=TINY_VGG_WIDTHS, **options)
+    )
+    return "tiny-vgg"

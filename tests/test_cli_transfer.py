@@ -9,17 +9,9 @@ import sys
 import pytest
 
 from mmdstyle import cli
-from mmdstyle.features import random_vgg19, registry
 
-TINY = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
-pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")  # see conftest
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion", "tiny_vgg")  # see conftest
 FAST = ["--extractor", "tiny-vgg", "--size", "32", "--style-layers", "relu1_1,relu2_1", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def tiny_extractor(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_extractor("tiny-vgg", lambda **options: random_vgg19(0, widths=TINY, **options))
 
 
 def test_synthesize_end_to_end_in_a_fresh_process(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdstyle.image import fit_within, load_image, resize, save_image
+from mmdstyle.image import fit_within, load_image, resize, resize_cover, save_image
 from mmdstyle.samples import SAMPLES, load_sample, resolve_image, sample_path
 
 
@@ -131,3 +131,13 @@ def test_json_reports_write_non_finite_numbers_as_null(tmp_path):
 
     write_json(tmp_path / "r.json", {"loss": [1.0, float("nan"), float("inf")], "ok": {"x": 2}})
     assert json.loads((tmp_path / "r.json").read_text()) == {"loss": [1.0, None, None], "ok": {"x": 2}}
+
+
+def test_resize_cover_crops_the_centre_to_the_aspect_then_resizes():
+    image = np.zeros((40, 100, 3), np.float32)
+    image[:, 30:70] = 1.0  # a white centre band 40 wide: exactly the centred square
+    square = resize_cover(image, (20, 20))
+    assert square.shape == (20, 20, 3)
+    np.testing.assert_allclose(square, 1.0, atol=1e-6)
+    tall = resize_cover(np.ones((100, 40, 3), np.float32), (10, 20))
+    assert tall.shape == (10, 20, 3)

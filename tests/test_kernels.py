@@ -744,3 +744,9 @@ def test_user_function_must_return_a_scalar(samples):
         kernel.compute_elementwise(x[0], y[0])
     with pytest.raises(ValueError, match="elementwise_product"):
         kernel.paired(x[:2], y[:2])
+
+
+def test_kernels_print_their_parameters_as_numbers():
+    kernel = ms.Linear() + 0.5 * ms.Gaussian(jnp.asarray(2.5)) * ms.Polynomial(3, c=1.0)
+    assert repr(kernel) == "(Linear() + (0.5 * Gaussian(sigma=2.5) * Polynomial(degree=3, c=1, scale=1)))"
+    assert repr(ms.Laplacian(0.125)) == "Laplacian(sigma=0.125)"

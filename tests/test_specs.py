@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
-from mmdstyle.specs import SpecError, parse_style_spec
+from mmdstyle.specs import SpecError, parse_kernel_spec, parse_style_spec, split_specs
 
 
 @pytest.fixture
@@ -138,3 +138,51 @@ def test_a_data_bandwidth_of_zero_is_explained():
     flat = jnp.ones((10, 3))
     with pytest.raises(SpecError, match="median distance between this layer's style features is 0"):
         parse_style_spec("mmd:gaussian(sigma=median)").build(flat)
+
+
+# ---------------------------------------------------------------- kernel specs and lists of specs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("linear", ms.Linear()),
+        ("poly(degree=3, c=1)", ms.Polynomial(3, c=1.0)),
+        ("laplacian(sigma=2)", ms.Laplacian(2.0)),
+        ("linear + 0.5*gaussian(sigma=1.5)", ms.Linear() + 0.5 * ms.Gaussian(1.5)),
+    ],
+)
+def test_a_kernel_spec_builds_its_kernel(samples, text, expected):
+    x, y = samples
+    kernel = parse_kernel_spec(text).build(y)
+    np.testing.assert_allclose(kernel(x, y), expected(x, y), rtol=1e-13)
+    assert str(parse_kernel_spec(str(parse_kernel_spec(text)))) == str(parse_kernel_spec(text))
+
+
+def test_a_kernel_spec_with_a_median_bandwidth_takes_it_from_the_samples(samples):
+    _, y = samples
+    kernel = parse_kernel_spec("gaussian(sigma=median)").build(y)
+    np.testing.assert_allclose(kernel.sigma, ms.median_bandwidth(y), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("gram", "unknown kernel"),
+        ("linear)", r"unexpected '\)'"),
+        ("mmd:linear", "follows 'mmd:'"),
+    ],
+)
+def test_bad_kernel_specs_are_refused_with_kernel_examples(text, message):
+    with pytest.raises(SpecError, match=message) as error:
+        parse_kernel_spec(text)
+    if text and "mmd" not in text:
+        assert "kernel spec" in str(error.value)
+        assert "gaussian(sigma=median)" in str(error.value)
+
+
+def test_lists_of_specs_split_at_commas_outside_parentheses():
+    assert split_specs("gram, mmd:poly(degree=3, c=1),bn") == ("gram", "mmd:poly(degree=3, c=1)", "bn")
+    assert split_specs("mmd:(linear + gaussian(sigma=1)), ,") == ("mmd:(linear + gaussian(sigma=1))",)
+    assert split_specs("") == ()

@@ -1,0 +1,267 @@
+"""What does each style loss match? Run them side by side and measure every result under every kernel.
+
+:func:`compare_losses` runs style transfer (or texture synthesis) once per loss spec with the same
+settings, seed and steps, then measures each result's discrepancy from the style image at each
+layer under several kernels: MMD^2 with a linear kernel compares channel means, with (a^T b)^2 the
+Gram matrices (uncentred second moments), with a Gaussian every moment. A loss that lowers one
+kernel's discrepancy and not another's shows what it matches and what it leaves alone.
+
+Each kernel's data-driven bandwidth is fixed per layer from the style image's features, so all
+results are measured with the same kernel. The starting image (the content, or the noise of a
+synthesis) is measured too; the relative discrepancy ``MMD^2(result) / MMD^2(start)`` reads as the
+fraction of the distance to the style that the result still has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from mmdstyle._checks import ESTIMATORS, check_choice
+from mmdstyle.analysis import extractor_layers, extractor_samples, subsample
+from mmdstyle.image import fit_within, resize
+from mmdstyle.mmd import mmd2
+from mmdstyle.objective import TransferConfig, check_config
+from mmdstyle.specs import parse_kernel_spec
+
+__all__ = ["DEFAULT_KERNELS", "Comparison", "LossRun", "compare_losses", "style_discrepancies"]
+
+#: Kernels the results are measured with: means, Gram matrices (second moments), all moments.
+DEFAULT_KERNELS = ("linear", "poly2", "gaussian(sigma=median)")
+
+#: Samples per image and layer for the pairwise (Gaussian, ...) kernels: O(samples^2) per entry.
+DISCREPANCY_SAMPLES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class LossRun:
+    """One loss's run: the result image, its history, and how long it took."""
+
+    loss: str
+    image: np.ndarray = dataclasses.field(repr=False)
+    history: list[dict[str, Any]] = dataclasses.field(repr=False)
+    seconds: float  # optimisation, compilation excluded
+    compile_seconds: float
+    stopped_early: str | None
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.history[-1]["loss"]) if self.history else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The runs and the discrepancy matrix ``discrepancies[row, kernel, layer]``.
+
+    Row 0 is the starting image, row ``i + 1`` the result of ``runs[i]``; each entry is MMD^2 of
+    that image's features against the style image's at that layer under that kernel.
+    """
+
+    runs: tuple[LossRun, ...]
+    kernels: tuple[str, ...]
+    layers: tuple[str, ...]
+    discrepancies: np.ndarray
+    estimator: str
+    start: np.ndarray = dataclasses.field(repr=False)
+    style: np.ndarray = dataclasses.field(repr=False)
+    content: np.ndarray | None = dataclasses.field(repr=False)
+    config: TransferConfig | None = None
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        start = "start (content)" if self.content is not None else "start (noise)"
+        return (start, *(run.loss for run in self.runs))
+
+    @property
+    def relative(self) -> np.ndarray:
+        """``discrepancies`` divided by the starting image's: 1 is no closer to the style, 0 matched."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.discrepancies / self.discrepancies[:1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: runs (loss, seconds, final loss, ...), kernels, layers, rows and both matrices."""
+        runs = [
+            {
+                "loss": run.loss,
+                "seconds": run.seconds,
+                "compile_seconds": run.compile_seconds,
+                "steps": len(run.history),
+                "final_loss": run.final_loss,
+                "stopped_early": run.stopped_early,
+            }
+            for run in self.runs
+        ]
+        config = None
+        if self.config is not None:
+            config = {key: value for key, value in vars(self.config).items() if key not in ("init", "loss")}
+            config["layer_losses"] = dict(self.config.layer_losses)
+        return {
+            "runs": runs,
+            "kernels": list(self.kernels),
+            "layers": list(self.layers),
+            "rows": list(self.rows),
+            "estimator": self.estimator,
+            "discrepancies": self.discrepancies.tolist(),
+            "relative": self.relative.tolist(),
+            "config": config,
+        }
+
+    def format_table(self) -> str:
+        width = max(len(row) for row in self.rows) + 2
+        lines = [f"{'loss':<{width}}{'seconds':>9}{'compile':>9}{'final loss':>12}{'steps':>7}"]
+        for run in self.runs:
+            lines.append(
+                f"{run.loss:<{width}}{run.seconds:>9.1f}{run.compile_seconds:>9.1f}"
+                f"{run.final_loss:>12.4g}{len(run.history):>7}"
+                + (f"  stopped: {run.stopped_early}" if run.stopped_early else "")
+            )
+        lines += [
+            "",
+            f"{self.estimator} MMD^2 of each image against the style, relative to the starting image's "
+            "(1: no closer, 0: matched):",
+        ]
+        relative = self.relative
+        for k, kernel in enumerate(self.kernels):
+            lines += ["", f"kernel {kernel}", " " * width + "".join(f"{layer:>10}" for layer in self.layers)]
+            for r, row in enumerate(self.rows):
+                lines.append(f"{row:<{width}}" + "".join(f"{value:>10.3g}" for value in relative[r, k]))
+        return "\n".join(lines)
+
+
+def style_discrepancies(
+    images: Sequence[np.ndarray],
+    style: np.ndarray,
+    *,
+    extractor: Any,
+    kernels: Sequence[str] = DEFAULT_KERNELS,
+    layers: Sequence[str] | None = None,
+    estimator: str = "biased",
+    max_samples: int | None = DISCREPANCY_SAMPLES,
+    seed: int = 0,
+) -> np.ndarray:
+    """MMD^2 of each image's features against ``style``'s, per kernel and layer: (images, kernels, layers).
+
+    Each kernel spec is built once per layer from the style's features (``sigma=median`` is the
+    median heuristic over them), so every image is measured with the same kernel. Images and style
+    are used at the sizes given; rows beyond ``max_samples`` are a random subset (seeded).
+    """
+    expressions = [parse_kernel_spec(kernel) for kernel in kernels]
+    layers = extractor_layers(extractor, layers)
+    rng = np.random.default_rng(seed)
+    style_samples = {
+        layer: jnp.asarray(subsample(samples, max_samples, rng))
+        for layer, samples in extractor_samples(extractor, style, layers).items()
+    }
+    built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
+    values = np.empty((len(images), len(expressions), len(layers)))
+    for i, image in enumerate(images):
+        samples = extractor_samples(extractor, image, layers)
+        for j, layer in enumerate(layers):
+            x = jnp.asarray(subsample(samples[layer], max_samples, rng))
+            for k, kernel in enumerate(built[layer]):
+                values[i, k, j] = float(mmd2(x, style_samples[layer], kernel, estimator))
+    return values
+
+
+def compare_losses(
+    content: np.ndarray | None,
+    style: np.ndarray,
+    losses: Sequence[str],
+    config: TransferConfig | None = None,
+    *,
+    extractor: Any = None,
+    kernels: Sequence[str] = DEFAULT_KERNELS,
+    layers: Sequence[str] | None = None,
+    estimator: str = "biased",
+    max_samples: int | None = DISCREPANCY_SAMPLES,
+    progress: bool = False,
+    on_run: Callable[[int, LossRun], None] | None = None,
+) -> Comparison:
+    """Style transfer with each loss, then every result's discrepancy from the style under every kernel.
+
+    Args:
+        content: the content image (H, W, 3) in [0, 1]; ``None`` compares texture syntheses.
+        style: the style image.
+        losses: loss specs (``gram``, ``mmd:linear``, ``bn``, ...), each run with ``config`` otherwise
+            unchanged: same seed, steps, weights and sizes.
+        config: the shared settings (default :class:`TransferConfig`); its ``loss`` is ignored.
+        extractor: default: the default extractor.
+        kernels: kernel specs the results are measured with.
+        layers: layers measured (default: the run's style layers).
+        estimator: of the measuring MMD^2 (default biased, >= 0).
+        max_samples: rows per image and layer in the measurement (``None``: all).
+        progress: progress bars of the runs.
+        on_run: called as ``on_run(index, run)`` after each run.
+
+    Returns:
+        A :class:`Comparison`. Every spec is checked before the first run starts.
+    """
+    from mmdstyle.features import default_extractor
+    from mmdstyle.transfer import initial_image, transfer
+
+    config = TransferConfig() if config is None else config
+    losses = tuple(losses)
+    if not losses or len(set(losses)) != len(losses):
+        raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
+    for kernel in kernels:
+        parse_kernel_spec(kernel)
+    check_choice("estimator", estimator, ESTIMATORS)
+    if max_samples is not None and not (isinstance(max_samples, int) and max_samples >= 2):
+        raise ValueError(f"max_samples must be a whole number >= 2 (or None for all), got {max_samples!r}.")
+    extractor = default_extractor() if extractor is None else extractor
+    synthesis = content is None
+    for loss in losses:
+        check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
+    layers = extractor_layers(extractor, layers if layers is not None else config.style_layers)
+    runs = []
+    for index, loss in enumerate(losses):
+        result = transfer(
+            content, [style], dataclasses.replace(config, loss=loss), extractor=extractor, progress=progress
+        )
+        history = result.history
+        run = LossRun(
+            loss=loss,
+            image=result.image,
+            history=history,
+            seconds=history[-1]["seconds"] if history else 0.0,
+            compile_seconds=sum(record.get("compile_seconds", 0.0) for record in history),
+            stopped_early=result.stopped_early,
+        )
+        runs.append(run)
+        if on_run is not None:
+            on_run(index, run)
+    size = config.stages()[-1]
+    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
+    stage_content = resize(content, shape) if content is not None else None
+    from_noise = synthesis and isinstance(config.init, str) and config.init == "content"
+    start = initial_image(
+        dataclasses.replace(config, init="noise") if from_noise else config, stage_content, shape
+    )
+    measured_style = resize(style, fit_within(style.shape[:2], max(16, round(size * config.style_scale))))
+    discrepancies = style_discrepancies(
+        [start, *(run.image for run in runs)],
+        measured_style,
+        extractor=extractor,
+        kernels=kernels,
+        layers=layers,
+        estimator=estimator,
+        max_samples=max_samples,
+        seed=config.seed,
+    )
+    return Comparison(
+        runs=tuple(runs),
+        kernels=tuple(str(parse_kernel_spec(kernel)) for kernel in kernels),
+        layers=layers,
+        discrepancies=discrepancies,
+        estimator=estimator,
+        start=np.asarray(start, np.float32),
+        style=measured_style,
+        content=stage_content,
+        config=config,
+    )

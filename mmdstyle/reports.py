@@ -1,0 +1,446 @@
+"""``mmdstyle verify``, ``compare`` and ``test``: arguments in; a table, JSON and a figure out.
+
+Each command checks every input and output path before computing anything, exits 2 on bad input
+with a message naming the problem, and writes its files atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmdstyle._io import write_json
+from mmdstyle.features.checkpoint import CheckpointError
+from mmdstyle.plots import check_figure_path
+from mmdstyle.runs import (
+    LOSS_HELP,
+    add_extractor_arguments,
+    extractor_from,
+    parse_floats,
+    parse_names,
+    parse_sizes,
+)
+from mmdstyle.samples import resolve_image
+from mmdstyle.specs import SpecError, split_specs
+
+DEFAULT_PAIR = ("sample:chelsea", "sample:hubble")
+
+EPILOG_VERIFY = """examples:
+  mmdstyle verify                          the bundled images through the default extractor
+  mmdstyle verify photo.jpg painting.jpg --extractor vgg19 --size 128 --json report.json --plot report.png
+  mmdstyle verify --synthetic --size 128   VGG-19-shaped ReLU features, no network
+  mmdstyle verify --estimator unbiased     a check that must fail: the identity is the biased estimator's
+
+exit status: 0 when every float64 identity holds, 1 when one fails (usable as a CI guard), 2 on bad input."""
+
+EPILOG_COMPARE = """examples:
+  mmdstyle compare -o compare.png          the bundled images, losses gram, mmd:linear, mmd:gaussian, bn
+  mmdstyle compare photo.jpg art.jpg -o compare.png --losses "gram,mmd:poly(degree=3, c=1),bn" --steps 200
+  mmdstyle compare sample:gravel --synthesize -o textures.png --kernels "linear,gaussian(sigma=mean)"
+
+Specs in --losses and --kernels are separated by commas outside parentheses."""
+
+EPILOG_TEST = """examples:
+  mmdstyle test sample:gravel sample:brick
+  mmdstyle test texture.png synthesized.png --kernel "laplacian(sigma=median)" --permutations 4999
+  mmdstyle test a.png b.png --json tests.json --plot tests.png
+
+Exit status 0 whatever the verdict (2 on bad input): the verdicts are in the table and the JSON."""
+
+
+def _specs(text: str) -> tuple[str, ...]:
+    specs = split_specs(text)
+    if not specs:
+        raise argparse.ArgumentTypeError(f"expected specs separated by commas, got {text!r}")
+    return specs
+
+
+def _number(kind: type, accept: Callable[[Any], bool], requirement: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, refused unless ``accept(value)``, explained by ``requirement``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    return _number(int, lambda value: value >= minimum, f"at least {minimum}")
+
+
+_level = _number(float, lambda value: 0 < value < 1, "between 0 and 1")
+_positive_float = _number(float, lambda value: value > 0, "> 0")
+
+
+def _check_outputs(*paths: tuple[str | None, str]) -> None:
+    """Refuse, before any work, outputs whose folder is missing or whose figure format is unknown."""
+    for path, kind in paths:
+        if path is None:
+            continue
+        if not Path(path).parent.exists():
+            raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
+        if kind != "json":
+            check_figure_path(path, kind)
+
+
+def _load_pair(images: list[str], default: tuple[str, str], what: str):
+    from mmdstyle.image import load_image
+
+    images = images or list(default)
+    if len(images) != 2:
+        raise ValueError(
+            f"{what} takes two images (or none, for {' and '.join(default)}); got {len(images)}."
+        )
+    return [load_image(resolve_image(image)) for image in images], images
+
+
+def _guarded(run):
+    """Bad input (files, specs, layers, sizes) -> a message on stderr and exit status 2."""
+
+    def wrapper(arguments: argparse.Namespace) -> int:
+        try:
+            return run(arguments)
+        except SpecError as error:
+            print(f"mmdstyle: {error}", file=sys.stderr)
+            return 2
+        except (ValueError, FileNotFoundError, CheckpointError, MemoryError) as error:
+            print(f"mmdstyle: {error}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None:
+    """``--json``, ``--plot`` (checked by :func:`_check_outputs`, written by :func:`_write`) and the
+    extractor options."""
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE", help=f"{plot_help} (.png, .pdf, .svg)")
+    add_extractor_arguments(parser)
+
+
+def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> None:
+    if arguments.json:
+        write_json(arguments.json, data)
+    if figure is not None and arguments.plot:
+        figure(path=arguments.plot)
+
+
+# ---------------------------------------------------------------- verify
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="CONTENT STYLE (default: sample:chelsea sample:hubble)"
+    )
+    parser.add_argument(
+        "--synthetic", action="store_true", help="VGG-19-shaped synthetic ReLU features instead of images"
+    )
+    parser.add_argument(
+        "--size", type=_at_least(2), default=64, help="side of the square images (default 64)"
+    )
+    parser.add_argument(
+        "--layers", type=parse_names, metavar="L1,L2", help="default: the extractor's style layers"
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=("biased", "unbiased"),
+        default="biased",
+        help="MMD estimator compared with the Gram loss (default biased; unbiased must fail)",
+    )
+    parser.add_argument(
+        "--tolerance", type=_positive_float, default=1e-10, help="float64 relative tolerance (default 1e-10)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic features (default 0)")
+    _add_report_outputs(parser, "also draw the report: both sides per layer and every error")
+
+
+@_guarded
+def run_verify(arguments: argparse.Namespace) -> int:
+    from mmdstyle.plots import plot_identity
+    from mmdstyle.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
+
+    _check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    options = {"tolerance": arguments.tolerance, "estimator": arguments.estimator}
+    if arguments.synthetic:
+        if arguments.images or arguments.layers or arguments.extractor or arguments.weights:
+            raise ValueError("--synthetic makes its own features: it takes no images, --layers or extractor.")
+        if arguments.size < 16 or arguments.size % 16:
+            raise ValueError(
+                f"--synthetic needs --size a multiple of 16 (VGG-19 pools 4 times), got {arguments.size}."
+            )
+        layers = synthetic_vgg_layers(arguments.size, arguments.seed)
+        source = f"synthetic ReLU features with VGG-19 shapes, {arguments.size} x {arguments.size} image"
+        report = verify_gram_mmd_identity(layers, source=source, **options)
+    else:
+        (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "verify")
+        extractor = extractor_from(arguments)
+        source = (
+            f"{names[0]} against {names[1]}, {type(extractor).__name__}, {arguments.size} x {arguments.size}"
+        )
+        report = verify_images(
+            content,
+            style,
+            extractor=extractor,
+            size=arguments.size,
+            layers=arguments.layers,
+            source=source,
+            **options,
+        )
+    print(report.format_table())
+    _write(arguments, report.to_dict(), lambda path: plot_identity(report, path=path))
+    return 0 if report.passed else 1
+
+
+# ---------------------------------------------------------------- compare
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from mmdstyle.comparison import DEFAULT_KERNELS
+
+    parser.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="CONTENT STYLE, or STYLE with --synthesize (default: the samples)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the comparison figure")
+    parser.add_argument(
+        "--losses",
+        type=_specs,
+        default=("gram", "mmd:linear", "mmd:gaussian(sigma=median)", "bn"),
+        metavar="SPEC,SPEC",
+        help="loss specs to compare (default: gram, mmd:linear, mmd:gaussian(sigma=median), bn)",
+    )
+    parser.add_argument("--synthesize", action="store_true", help="compare texture syntheses of one STYLE")
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument(
+        "--kernels",
+        type=_specs,
+        default=DEFAULT_KERNELS,
+        metavar="SPEC,SPEC",
+        help=f"kernels the results are measured with (default: {', '.join(DEFAULT_KERNELS)})",
+    )
+    measure.add_argument(
+        "--measure-estimator",
+        choices=("biased", "unbiased", "linear"),
+        default="biased",
+        help="MMD estimator of the measurement (default biased)",
+    )
+    measure.add_argument(
+        "--max-samples",
+        type=_at_least(2),
+        default=4096,
+        help="positions per image and layer measured (default 4096)",
+    )
+    loss = parser.add_argument_group("runs (shared by every loss)")
+    loss.add_argument(
+        "--estimator", choices=("biased", "unbiased", "linear"), default="biased", help="of every mmd term"
+    )
+    loss.add_argument("--style-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
+    loss.add_argument(
+        "--style-layer-weights", type=parse_floats, metavar="W1,W2", help="default: equal, summing to 1"
+    )
+    loss.add_argument("--content-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
+    loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
+    loss.add_argument("--content-weight", type=float, help="alpha (default: the extractor's, else 1)")
+    loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
+    loss.add_argument("--size", type=_at_least(16), default=128, help="longer side in pixels (default 128)")
+    loss.add_argument("--scales", type=parse_sizes, metavar="S1,S2", help="a pyramid (overrides --size)")
+    loss.add_argument("--steps", type=_at_least(1), default=50, help="steps per scale (default 50)")
+    loss.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
+    loss.add_argument("--learning-rate", type=float, default=0.02, help="Adam's step (default 0.02)")
+    loss.add_argument("--style-scale", type=float, default=1.0, help="style size / result size (default 1)")
+    loss.add_argument("--init", default=None, metavar="content|noise|PATH", help="default: content, or noise")
+    loss.add_argument("--seed", type=int, default=0, help="seed of the noise and the measurement (default 0)")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--json", metavar="FILE", help="the runs and the matrix as JSON (default: OUT.json)")
+    outputs.add_argument("--save-images", action="store_true", help="also save each result as OUT-<i>.png")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_extractor_arguments(parser)
+
+
+@_guarded
+def run_compare(arguments: argparse.Namespace) -> int:
+    from mmdstyle.comparison import compare_losses
+    from mmdstyle.image import image_format, load_image, save_image
+    from mmdstyle.plots import plot_comparison
+    from mmdstyle.runs import config_from
+
+    output = Path(arguments.output)
+    arguments.json = arguments.json or str(output.with_suffix(".json"))
+    arguments.plot = str(output)
+    _check_outputs((arguments.json, "json"), (arguments.plot, "-o"))
+    synthesis = arguments.synthesize
+    if synthesis:
+        names = arguments.images or ["sample:gravel"]
+        if len(names) != 1:
+            raise ValueError(f"compare --synthesize takes one STYLE image, got {len(names)}.")
+        content, style = None, load_image(resolve_image(names[0]))
+    else:
+        (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "compare")
+    init = arguments.init or ("noise" if synthesis else "content")
+    if init not in ("content", "noise"):
+        init = load_image(resolve_image(init))
+    config = config_from(arguments, synthesis=synthesis, init=init)
+    extractor = extractor_from(arguments)
+    if arguments.save_images:
+        image_format(output.with_name(f"{output.stem}-1.png"))
+
+    def on_run(index: int, run) -> None:
+        if not arguments.quiet:
+            print(
+                f"mmdstyle: {index + 1}/{len(arguments.losses)} {run.loss}: loss {run.final_loss:.4g}, "
+                f"{run.seconds:.1f} s (+ {run.compile_seconds:.1f} s compiling)",
+                file=sys.stderr,
+            )
+
+    comparison = compare_losses(
+        content,
+        style,
+        arguments.losses,
+        config,
+        extractor=extractor,
+        kernels=arguments.kernels,
+        layers=arguments.style_layers,
+        estimator=arguments.measure_estimator,
+        max_samples=arguments.max_samples,
+        progress=not arguments.quiet,
+        on_run=on_run,
+    )
+    print(comparison.format_table())
+    data = comparison.to_dict() | {"images": names}
+    if arguments.save_images:
+        paths = []
+        for index, run in enumerate(comparison.runs, start=1):
+            paths.append(str(save_image(output.with_name(f"{output.stem}-{index}.png"), run.image)))
+        data["result_images"] = paths
+    _write(arguments, data, lambda path: plot_comparison(comparison, path=path))
+    stopped = [run.loss for run in comparison.runs if run.stopped_early]
+    if stopped:
+        print(f"mmdstyle: the run(s) of {', '.join(stopped)} stopped early (see the JSON).", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- test
+
+
+def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="IMAGE_A IMAGE_B (default: sample:gravel sample:brick)"
+    )
+    parser.add_argument(
+        "--kernel",
+        default="gaussian(sigma=median)",
+        metavar="SPEC",
+        help="kernel spec (default gaussian(sigma=median))",
+    )
+    parser.add_argument("--permutations", type=_at_least(1), default=999, help="per layer (default 999)")
+    parser.add_argument(
+        "--samples",
+        type=_at_least(2),
+        default=1024,
+        help="random positions per image and layer (default 1024)",
+    )
+    parser.add_argument(
+        "--estimator", choices=("unbiased", "biased", "linear"), default="unbiased", help="default unbiased"
+    )
+    parser.add_argument("--alpha", type=_level, default=0.05, help="family-wise level (default 0.05)")
+    parser.add_argument(
+        "--size", type=_at_least(16), default=128, help="longer side of each image (default 128)"
+    )
+    parser.add_argument(
+        "--layers", type=parse_names, metavar="L1,L2", help="default: the extractor's style layers"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the subsets and permutations (default 0)"
+    )
+    _add_report_outputs(parser, "also draw each layer's null distribution and statistic")
+
+
+@_guarded
+def run_test(arguments: argparse.Namespace) -> int:
+    from mmdstyle.analysis import image_two_sample_tests
+    from mmdstyle.plots import plot_layer_tests
+    from mmdstyle.specs import parse_kernel_spec
+
+    _check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    kernel = parse_kernel_spec(arguments.kernel)
+    (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
+    if arguments.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {arguments.seed}.")
+    report = image_two_sample_tests(
+        a,
+        b,
+        extractor=extractor_from(arguments),
+        size=arguments.size,
+        layers=arguments.layers,
+        kernel=kernel,
+        num_permutations=arguments.permutations,
+        estimator=arguments.estimator,
+        max_samples=arguments.samples,
+        alpha=arguments.alpha,
+        seed=arguments.seed,
+        source=f"{names[0]} vs {names[1]}",
+    )
+    print(report.format_table())
+    _write(arguments, report.to_dict() | {"images": names}, lambda path: plot_layer_tests(report, path=path))
+    return 0
+
+
+COMMANDS = (
+    (
+        "verify",
+        "check, layer by layer, that the Gram loss is biased poly2 MMD / (4 d^2) (values, gradients)",
+        "Check, layer by layer, in float64 (the proof) and float32, that Gatys' Gram loss equals the biased "
+        "MMD^2 with k(a, b) = (a^T b)^2 divided by 4 d^2: values, gradients with respect to the image, the "
+        "feature route against the pairwise route, and the unbiased estimator's gap against its closed form.",
+        EPILOG_VERIFY,
+        add_verify_arguments,
+        run_verify,
+    ),
+    (
+        "compare",
+        "run transfer with several losses and measure what each matches, per layer and kernel",
+        "Style transfer (or texture synthesis) once per loss spec, same seed and steps; then every result's "
+        "MMD^2 against the style per layer under several kernels, as a table, JSON and a figure.",
+        EPILOG_COMPARE + "\n\n" + LOSS_HELP,
+        add_compare_arguments,
+        run_compare,
+    ),
+    (
+        "test",
+        "per-layer MMD permutation tests: can two images' features be told apart?",
+        "A kernel two-sample (permutation) test on each layer's features of two images, with Holm's "
+        "correction over the layers.",
+        EPILOG_TEST,
+        add_test_arguments,
+        run_test,
+    ),
+)
+
+
+def add_commands(commands: Any, names: tuple[str, ...] = ("verify", "compare", "test")) -> None:
+    """Register these commands (verify, compare, test) on the ``mmdstyle`` parser's subcommands."""
+    for name, summary, description, epilog, add, run in COMMANDS:
+        if name not in names:
+            continue
+        parser = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add(parser)
+        parser.set_defaults(run=run)

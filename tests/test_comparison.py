@@ -1,0 +1,163 @@
+"""``compare_losses`` / ``mmdstyle compare``: the runs, the discrepancy matrix, the figure."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmdstyle import cli
+from mmdstyle.analysis import cast_extractor
+from mmdstyle.comparison import Comparison, compare_losses, style_discrepancies
+from mmdstyle.features import random_vgg19
+from mmdstyle.objective import TransferConfig
+from mmdstyle.samples import load_sample
+from mmdstyle.specs import SpecError
+from tests.conftest import TINY_VGG_WIDTHS
+from tests.figures import assert_nontrivial_png
+
+pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")  # optax on float32 images, see conftest
+LAYERS = ("relu1_1", "relu2_1")
+
+
+@pytest.fixture(scope="module")
+def network():
+    return random_vgg19(0, widths=TINY_VGG_WIDTHS)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_sample("chelsea"), load_sample("hubble")
+
+
+def test_the_matrix_is_what_each_kernel_measures(network, rng):
+    # linear: squared distance of the means; poly2: ||G_x/m - G_s/n||^2 (MATH.md), in float64
+    wide = cast_extractor(network, jnp.float64)
+    image, style = rng.uniform(size=(16, 24, 3)), rng.uniform(size=(32, 32, 3))
+    values = style_discrepancies(
+        [image, style], style, extractor=wide, kernels=("linear", "poly2"), layers=LAYERS, max_samples=None
+    )
+    assert values.shape == (2, 2, 2)
+    for j, layer in enumerate(LAYERS):
+        x, s = (np.asarray(wide(jnp.asarray(picture), (layer,))[layer]) for picture in (image, style))
+        x, s = x.reshape(-1, x.shape[-1]), s.reshape(-1, s.shape[-1])
+        np.testing.assert_allclose(values[0, 0, j], np.sum((x.mean(0) - s.mean(0)) ** 2), rtol=1e-10)
+        gram_gap = x.T @ x / len(x) - s.T @ s / len(s)
+        np.testing.assert_allclose(values[0, 1, j], np.sum(gram_gap**2), rtol=1e-10)
+    np.testing.assert_allclose(values[1], 0.0, atol=1e-12)  # the style against itself
+
+
+def test_a_data_driven_bandwidth_is_fixed_by_the_style(network, rng):
+    style = rng.uniform(size=(24, 24, 3))
+    values = style_discrepancies(
+        [style, style[::-1]], style, extractor=network, kernels=("gaussian(sigma=median)",), layers=LAYERS
+    )
+    np.testing.assert_allclose(values[0], 0.0, atol=1e-6)  # float32 features
+    assert np.all(values[1] > 1e-4)
+
+
+def test_compare_runs_every_loss_and_measures_every_result(network, images):
+    config = TransferConfig(size=32, steps=4, optimizer="adam", learning_rate=0.05, style_layers=LAYERS)
+    seen = []
+    comparison = compare_losses(
+        images[0],
+        images[1],
+        ["mmd:linear", "gram"],
+        config,
+        extractor=network,
+        on_run=lambda index, run: seen.append((index, run.loss)),
+    )
+    assert seen == [(0, "mmd:linear"), (1, "gram")]
+    assert isinstance(comparison, Comparison)
+    assert comparison.rows == ("start (content)", "mmd:linear", "gram")
+    assert comparison.kernels == ("linear", "poly2", "gaussian(sigma=median)")
+    assert comparison.discrepancies.shape == (3, 3, 2)
+    np.testing.assert_array_equal(comparison.relative[0], 1.0)
+    # each loss brings the result closer to the style under the kernel it is made of
+    assert np.all(comparison.relative[1, 0] < 1.0)  # mmd:linear, linear kernel
+    assert np.all(comparison.relative[2, 1] < 1.0)  # gram, poly2 kernel
+    for run in comparison.runs:
+        assert run.image.shape == (21, 32, 3)
+        assert len(run.history) == 4
+        assert run.stopped_early is None
+        assert run.compile_seconds > 0
+        assert np.isfinite(run.final_loss)
+    data = json.loads(json.dumps(comparison.to_dict()))
+    assert data["rows"] == list(comparison.rows)
+    assert len(data["runs"]) == 2
+    assert data["config"]["steps"] == 4
+    assert "loss" not in data["config"]
+    table = comparison.format_table()
+    assert "kernel gaussian(sigma=median)" in table
+    assert "start (content)" in table
+
+
+def test_texture_synthesis_starts_from_the_seeded_noise(network, images):
+    config = TransferConfig(size=16, steps=2, optimizer="adam", style_layers=("relu1_1",), seed=3)
+    comparison = compare_losses(None, images[1], ["bn"], config, extractor=network, kernels=("linear",))
+    assert comparison.rows == ("start (noise)", "bn")
+    expected = np.random.default_rng(3).uniform(0.0, 1.0, (16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(comparison.start, expected)
+
+
+def test_every_spec_is_checked_before_the_first_run(network, images, monkeypatch, as_a_user):
+    import mmdstyle.transfer
+
+    monkeypatch.setattr(mmdstyle.transfer, "transfer", lambda *a, **k: pytest.fail("a run started"))
+    config = TransferConfig(size=16, steps=1, style_layers=LAYERS)
+    with pytest.raises(SpecError, match="unknown loss"):
+        compare_losses(*images, ["gram", "mmd:linear", "gramm"], config, extractor=network)
+    with pytest.raises(SpecError, match="kernel spec"):
+        compare_losses(*images, ["gram"], config, extractor=network, kernels=("linear", "gauss"))
+    with pytest.raises(ValueError, match="each once"):
+        compare_losses(*images, ["gram", "gram"], config, extractor=network)
+    with pytest.raises(ValueError, match="kernels is empty"):
+        compare_losses(*images, ["gram"], config, extractor=network, kernels=())
+    with pytest.raises(ValueError, match="estimator"):
+        compare_losses(*images, ["gram"], config, extractor=network, estimator="exact")
+    with pytest.raises(ValueError, match="relu9_9"):
+        compare_losses(*images, ["gram"], config, extractor=network, layers=("relu9_9",))
+
+
+def test_cli_compare_writes_figure_json_and_images(tiny_vgg, tmp_path, capsys):
+    output = tmp_path / "compare.png"
+    arguments = ["--extractor", tiny_vgg, "--size", "32", "--steps", "3", "--optimizer", "adam", "--quiet"]
+    arguments += ["--style-layers", ",".join(LAYERS), "--losses", "gram,mmd:poly(degree=3, c=1)"]
+    assert cli.main(["compare", *arguments, "-o", str(output), "--save-images"]) == 0
+    assert "mmd:poly(degree=3, c=1)" in capsys.readouterr().out
+    assert_nontrivial_png(output)
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert [run["loss"] for run in data["runs"]] == ["gram", "mmd:poly(degree=3, c=1)"]
+    assert data["images"] == ["sample:chelsea", "sample:hubble"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compare-1.png",
+        "compare-2.png",
+        "compare.json",
+        "compare.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--losses", "gram,mmd:gauss"], "unknown kernel"),
+        (["--kernels", "linear,poly(degree=0.5)"], "whole number"),
+        (["--synthesize", "sample:gravel", "sample:brick"], "one STYLE"),
+        (["--style-layers", "relu9_9"], "relu9_9"),
+        (["-o", "compare.gif"], "-o"),
+        (["-o", "missing/compare.png"], "does not exist"),
+    ],
+)
+def test_cli_compare_bad_input_exits_2_and_writes_nothing(
+    tiny_vgg, tmp_path, monkeypatch, capsys, arguments, message
+):
+    monkeypatch.chdir(tmp_path)
+    output = [] if "-o" in arguments else ["-o", "compare.png"]
+    assert (
+        cli.main(["compare", "--extractor", tiny_vgg, "--size", "16", "--steps", "1", *output, *arguments])
+        == 2
+    )
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,131 @@
+"""Every figure of ``mmdstyle.plots``: returned as a Figure, saved atomically, refused cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from mmdstyle import Gaussian, Polynomial
+from mmdstyle.analysis import layer_two_sample_tests
+from mmdstyle.comparison import Comparison, LossRun
+from mmdstyle.plots import (
+    plot_comparison,
+    plot_history,
+    plot_identity,
+    plot_image_grid,
+    plot_kernel_matrix,
+    plot_layer_bars,
+    plot_layer_tests,
+    save_figure,
+)
+from mmdstyle.verification import verify_gram_mmd_identity
+from tests.figures import assert_nontrivial_png
+
+
+def _history(steps: int = 6, stages: int = 2) -> list[dict]:
+    return [
+        {
+            "step": step,
+            "loss": 10.0 / (step + 1),
+            "style": {"relu1_1": 1.0 / (step + 1), "relu2_1": 2.0 / (step + 1)},
+            "content": {"relu4_2": 0.5 + step},
+            "tv": 0.1,
+            "stage": step * stages // steps,
+        }
+        for step in range(steps)
+    ]
+
+
+def _comparison(rng: np.random.Generator) -> Comparison:
+    runs = tuple(
+        LossRun(loss, rng.uniform(size=(12, 16, 3)), _history(3, 1), 1.5, 2.0, None)
+        for loss in ("gram", "bn")
+    )
+    discrepancies = rng.uniform(0.1, 1.0, size=(3, 2, 2))
+    discrepancies[0] = 1.0
+    return Comparison(
+        runs=runs,
+        kernels=("linear", "gaussian(sigma=median)"),
+        layers=("relu1_1", "relu2_1"),
+        discrepancies=discrepancies,
+        estimator="biased",
+        start=rng.uniform(size=(12, 16, 3)),
+        style=rng.uniform(size=(16, 16, 3)),
+        content=rng.uniform(size=(12, 16, 3)),
+    )
+
+
+def _identity():
+    rng = np.random.default_rng(0)
+    layers = {f"relu{i}_1": (rng.uniform(size=(9, 4)) ** i, rng.uniform(size=(9, 4))) for i in (1, 2)}
+    return verify_gram_mmd_identity(layers)
+
+
+FIGURES = {
+    "history": lambda rng: plot_history(_history(), title="run", show_tv=True),
+    "identity": lambda rng: plot_identity(_identity()),
+    "kernel_matrix": lambda rng: plot_kernel_matrix(
+        rng.normal(size=(40, 3)), rng.normal(size=(30, 3)) + 1, Gaussian(1.0), labels=("a", "b")
+    ),
+    "layer_bars": lambda rng: plot_layer_bars(
+        {"f64": {"relu1_1": 1e-16, "relu2_1": 0.0}, "f32": {"relu1_1": 1e-7, "relu2_1": None}},
+        log=True,
+        reference=(1e-10, "tolerance"),
+        ylabel="relative error",
+    ),
+    "image_grid": lambda rng: plot_image_grid(
+        [rng.uniform(size=(8, 8, 3)) for _ in range(5)], list("abcde"), columns=3
+    ),
+    "comparison": lambda rng: plot_comparison(_comparison(rng)),
+    "layer_tests": lambda rng: plot_layer_tests(
+        layer_two_sample_tests(
+            {
+                "l1": (rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) + 2),
+                "l2": (rng.normal(size=(20, 2)),) * 2,
+            },
+            num_permutations=49,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_each_figure_is_returned_and_saved_as_a_real_picture(name, rng, tmp_path):
+    figure = FIGURES[name](rng)
+    assert isinstance(figure, Figure)
+    path = save_figure(figure, tmp_path / f"{name}.png")
+    assert_nontrivial_png(path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.png"]  # no temporary file left
+
+
+def test_path_saves_in_the_format_of_the_extension(tmp_path):
+    plot_history(_history(), path=tmp_path / "h.svg")
+    plot_history(_history(), path=tmp_path / "h.pdf")
+    plot_history(_history(), path=tmp_path / "h.jpg")
+    assert (tmp_path / "h.svg").read_text().lstrip().startswith("<?xml")
+    assert (tmp_path / "h.pdf").read_bytes().startswith(b"%PDF")
+    assert (tmp_path / "h.jpg").read_bytes().startswith(b"\xff\xd8")
+
+
+def test_bad_paths_and_inputs_are_refused_before_drawing(tmp_path, rng):
+    with pytest.raises(ValueError, match="cannot be saved in that format"):
+        plot_history(_history(), path=tmp_path / "h.gif")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plot_history(_history(), path=tmp_path / "missing" / "h.png")
+    with pytest.raises(ValueError, match="history is empty"):
+        plot_history([])
+    with pytest.raises(ValueError, match="one title per image"):
+        plot_image_grid([rng.uniform(size=(4, 4, 3))], ["a", "b"])
+    with pytest.raises(ValueError, match="values is empty"):
+        plot_layer_bars({})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_kernel_matrix_shows_the_subsampled_blocks(rng):
+    figure = plot_kernel_matrix(
+        rng.normal(size=(500, 2)), rng.normal(size=(20, 2)), Polynomial(2), max_samples=50
+    )
+    (axis, _colorbar) = figure.axes
+    assert axis.images[0].get_array().shape == (70, 70)
+    assert "MMD^2" in axis.get_title()
