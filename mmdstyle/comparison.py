@@ -23,9 +23,8 @@ import numpy as np
 
 from mmdstyle._checks import ESTIMATORS, check_choice
 from mmdstyle.analysis import extractor_layers, extractor_samples, subsample
-from mmdstyle.image import fit_within, resize
 from mmdstyle.mmd import mmd2
-from mmdstyle.objective import TransferConfig, check_config
+from mmdstyle.objective import TransferConfig, check_config, with_default_weights
 from mmdstyle.specs import parse_kernel_spec
 
 __all__ = ["DEFAULT_KERNELS", "Comparison", "LossRun", "compare_losses", "style_discrepancies"]
@@ -47,6 +46,7 @@ class LossRun:
     seconds: float  # optimisation, compilation excluded
     compile_seconds: float
     stopped_early: str | None
+    style_weight: float | None = None  # beta of this run (balanced: see compare_losses)
 
     @property
     def final_loss(self) -> float:
@@ -91,6 +91,7 @@ class Comparison:
                 "compile_seconds": run.compile_seconds,
                 "steps": len(run.history),
                 "final_loss": run.final_loss,
+                "style_weight": run.style_weight,
                 "stopped_early": run.stopped_early,
             }
             for run in self.runs
@@ -112,10 +113,11 @@ class Comparison:
 
     def format_table(self) -> str:
         width = max(len(row) for row in self.rows) + 2
-        lines = [f"{'loss':<{width}}{'seconds':>9}{'compile':>9}{'final loss':>12}{'steps':>7}"]
+        lines = [f"{'loss':<{width}}{'beta':>10}{'seconds':>9}{'compile':>9}{'final loss':>12}{'steps':>7}"]
         for run in self.runs:
+            beta = f"{run.style_weight:>10.3g}" if run.style_weight is not None else f"{'':>10}"
             lines.append(
-                f"{run.loss:<{width}}{run.seconds:>9.1f}{run.compile_seconds:>9.1f}"
+                f"{run.loss:<{width}}{beta}{run.seconds:>9.1f}{run.compile_seconds:>9.1f}"
                 f"{run.final_loss:>12.4g}{len(run.history):>7}"
                 + (f"  stopped: {run.stopped_early}" if run.stopped_early else "")
             )
@@ -178,6 +180,7 @@ def compare_losses(
     layers: Sequence[str] | None = None,
     estimator: str = "biased",
     max_samples: int | None = DISCREPANCY_SAMPLES,
+    balance: bool = True,
     progress: bool = False,
     on_run: Callable[[int, LossRun], None] | None = None,
 ) -> Comparison:
@@ -194,6 +197,11 @@ def compare_losses(
         layers: layers measured (default: the run's style layers).
         estimator: of the measuring MMD^2 (default biased, >= 0).
         max_samples: rows per image and layer in the measurement (``None``: all).
+        balance: scale each loss's beta so that its style term at the starting image equals the
+            first loss's (beta itself for the first): every loss starts with the same pull towards
+            the style. Kernels' MMDs differ by orders of magnitude (a Gaussian MMD^2 is at most 2,
+            a Gram loss grows with the features' fourth power), so unbalanced, one beta cannot
+            serve them all. ``False``: every run uses ``config.style_weight``.
         progress: progress bars of the runs.
         on_run: called as ``on_run(index, run)`` after each run.
 
@@ -201,7 +209,7 @@ def compare_losses(
         A :class:`Comparison`. Every spec is checked before the first run starts.
     """
     from mmdstyle.features import default_extractor
-    from mmdstyle.transfer import initial_image, transfer
+    from mmdstyle.transfer import transfer
 
     config = TransferConfig() if config is None else config
     losses = tuple(losses)
@@ -219,11 +227,18 @@ def compare_losses(
     for loss in losses:
         check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
     layers = extractor_layers(extractor, layers if layers is not None else config.style_layers)
+    beta = with_default_weights(config, extractor).style_weight
+    weights = dict.fromkeys(losses, beta)
+    if balance:
+        strengths = {
+            loss: _style_strength(dataclasses.replace(config, loss=loss), extractor, content, style)
+            for loss in losses
+        }
+        weights = {loss: beta * strengths[losses[0]] / strength for loss, strength in strengths.items()}
     runs = []
     for index, loss in enumerate(losses):
-        result = transfer(
-            content, [style], dataclasses.replace(config, loss=loss), extractor=extractor, progress=progress
-        )
+        run_config = dataclasses.replace(config, loss=loss, style_weight=weights[loss])
+        result = transfer(content, [style], run_config, extractor=extractor, progress=progress)
         history = result.history
         run = LossRun(
             loss=loss,
@@ -232,18 +247,13 @@ def compare_losses(
             seconds=history[-1]["seconds"] if history else 0.0,
             compile_seconds=sum(record.get("compile_seconds", 0.0) for record in history),
             stopped_early=result.stopped_early,
+            style_weight=weights[loss],
         )
         runs.append(run)
         if on_run is not None:
             on_run(index, run)
-    size = config.stages()[-1]
-    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
-    stage_content = resize(content, shape) if content is not None else None
-    from_noise = synthesis and isinstance(config.init, str) and config.init == "content"
-    start = initial_image(
-        dataclasses.replace(config, init="noise") if from_noise else config, stage_content, shape
-    )
-    measured_style = resize(style, fit_within(style.shape[:2], max(16, round(size * config.style_scale))))
+    # the starting image and the style at the results' size, measured like the results
+    stage_content, (measured_style,), start = _stage_start(config, content, style, config.stages()[-1])
     discrepancies = style_discrepancies(
         [start, *(run.image for run in runs)],
         measured_style,
@@ -265,3 +275,37 @@ def compare_losses(
         content=stage_content,
         config=config,
     )
+
+
+def _stage_start(
+    config: TransferConfig, content: np.ndarray | None, style: np.ndarray, size: int
+) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray]:
+    """A stage's content and style images at ``size``, and the image a run would start it from."""
+    from mmdstyle.transfer import initial_image, stage_images
+
+    stage_content, styles, shape = stage_images(config, content, [style], size)
+    from_noise = content is None and isinstance(config.init, str) and config.init == "content"
+    start = initial_image(
+        dataclasses.replace(config, init="noise") if from_noise else config, stage_content, shape
+    )
+    return stage_content, styles, np.asarray(start, np.float32)
+
+
+def _style_strength(
+    config: TransferConfig, extractor: Any, content: np.ndarray | None, style: np.ndarray
+) -> float:
+    """sum_l w_l L_style^l at the image the first stage starts from (before beta)."""
+    import jax.numpy as jnp
+
+    from mmdstyle.objective import Objective
+
+    stage_content, styles, start = _stage_start(config, content, style, config.stages()[0])
+    objective = Objective(config, extractor, stage_content, styles)
+    terms = objective.terms_of(jnp.asarray(start, config.dtype), extractor, objective.targets)
+    strength = float(sum(objective.layer_weights[layer] * value for layer, value in terms["style"].items()))
+    if not (np.isfinite(strength) and strength > 0):
+        raise ValueError(
+            f"the style term of {config.loss!r} is {strength} at the starting image, so it cannot be "
+            "balanced against the others; compare without balancing (balance=False, --no-balance)."
+        )
+    return strength

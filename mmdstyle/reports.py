@@ -244,6 +244,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loss = parser.add_argument_group("runs (shared by every loss)")
     loss.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="one beta for all losses (default: each loss's beta is scaled so that its style term at the "
+        "starting image equals the first loss's)",
+    )
+    loss.add_argument(
         "--estimator", choices=("biased", "unbiased", "linear"), default="biased", help="of every mmd term"
     )
     loss.add_argument("--style-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
@@ -254,9 +260,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
     loss.add_argument("--content-weight", type=float, help="alpha (default: the extractor's, else 1)")
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
-    loss.add_argument("--size", type=_at_least(16), default=128, help="longer side in pixels (default 128)")
+    loss.add_argument("--size", type=_at_least(16), default=64, help="longer side in pixels (default 64)")
     loss.add_argument("--scales", type=parse_sizes, metavar="S1,S2", help="a pyramid (overrides --size)")
-    loss.add_argument("--steps", type=_at_least(1), default=50, help="steps per scale (default 50)")
+    loss.add_argument("--steps", type=_at_least(1), default=30, help="steps per scale (default 30)")
     loss.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
     loss.add_argument("--learning-rate", type=float, default=0.02, help="Adam's step (default 0.02)")
     loss.add_argument("--style-scale", type=float, default=1.0, help="style size / result size (default 1)")
@@ -299,7 +305,8 @@ def run_compare(arguments: argparse.Namespace) -> int:
     def on_run(index: int, run) -> None:
         if not arguments.quiet:
             print(
-                f"mmdstyle: {index + 1}/{len(arguments.losses)} {run.loss}: loss {run.final_loss:.4g}, "
+                f"mmdstyle: {index + 1}/{len(arguments.losses)} {run.loss} (beta {run.style_weight:.3g}): "
+                f"loss {run.final_loss:.4g}, "
                 f"{run.seconds:.1f} s (+ {run.compile_seconds:.1f} s compiling)",
                 file=sys.stderr,
             )
@@ -314,6 +321,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
         layers=arguments.style_layers,
         estimator=arguments.measure_estimator,
         max_samples=arguments.max_samples,
+        balance=not arguments.no_balance,
         progress=not arguments.quiet,
         on_run=on_run,
     )

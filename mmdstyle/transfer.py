@@ -207,6 +207,20 @@ def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
         )
 
 
+def stage_images(
+    config: TransferConfig, content: np.ndarray | None, styles: Sequence[np.ndarray], size: int
+) -> tuple[np.ndarray | None, list[np.ndarray], tuple[int, int]]:
+    """A stage's content and style images at ``size``, and the shape of the image it optimises.
+
+    The content (and so the result) keeps its aspect ratio with its longer side ``size`` (a
+    synthesis is square); each style image keeps its own, its longer side ``size * style_scale``.
+    """
+    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
+    stage_content = resize(content, shape) if content is not None else None
+    side = max(16, round(size * config.style_scale))
+    return stage_content, [resize(style, fit_within(style.shape[:2], side)) for style in styles], shape
+
+
 def initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     """The image a stage of ``shape`` starts from when nothing came before: ``config.init``."""
     init = config.init
@@ -260,12 +274,7 @@ def transfer(
     stopped = None
     bar = _progress_bar(config, progress)
     for stage, size in enumerate(config.stages()):
-        shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
-        stage_content = resize(content, shape) if content is not None else None
-        style_images = [
-            resize(style, fit_within(style.shape[:2], max(16, round(size * config.style_scale))))
-            for style in styles
-        ]
+        stage_content, style_images, shape = stage_images(config, content, styles, size)
         objective = Objective(config, extractor, stage_content, style_images)
         start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
 

@@ -94,6 +94,21 @@ def test_compare_runs_every_loss_and_measures_every_result(network, images):
     assert "start (content)" in table
 
 
+def test_balancing_gives_every_loss_the_same_pull_at_the_start(network, images):
+    config = TransferConfig(size=32, steps=1, optimizer="adam", style_layers=LAYERS, style_weight=10.0)
+    losses = ["gram", "mmd:gaussian(sigma=median)", "bn"]
+    balanced = compare_losses(*images, losses, config, extractor=network, kernels=("linear",))
+
+    def pull(run):  # beta * sum_l w_l L_style^l at the starting image (step 0), w_l = 1/2
+        return run.style_weight * sum(run.history[0]["style"].values()) / 2
+
+    assert balanced.runs[0].style_weight == 10.0
+    np.testing.assert_allclose([pull(run) for run in balanced.runs], pull(balanced.runs[0]), rtol=1e-5)
+    assert balanced.runs[1].style_weight > 10 * balanced.runs[0].style_weight  # a Gaussian MMD is small
+    plain = compare_losses(*images, losses[:2], config, extractor=network, kernels=("linear",), balance=False)
+    assert [run.style_weight for run in plain.runs] == [10.0, 10.0]
+
+
 def test_texture_synthesis_starts_from_the_seeded_noise(network, images):
     config = TransferConfig(size=16, steps=2, optimizer="adam", style_layers=("relu1_1",), seed=3)
     comparison = compare_losses(None, images[1], ["bn"], config, extractor=network, kernels=("linear",))
