@@ -123,3 +123,11 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
     return value
+
+
+def check_max_samples(max_samples: Any) -> None:
+    """``max_samples``: a whole number >= 2, or None for all samples."""
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2
+    ):
+        raise ValueError(f"max_samples must be a whole number >= 2 (or None for all), got {max_samples!r}.")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
-from mmdstyle._checks import check_choice, check_estimator
+from mmdstyle._checks import check_choice, check_estimator, check_max_samples
 from mmdstyle.kernels import AbstractKernel, check_kernel
 from mmdstyle.specs import KernelExpression, parse_kernel_spec
 from mmdstyle.two_sample import mmd2_test
@@ -240,16 +240,20 @@ def layer_two_sample_tests(
     check_choice("estimator", estimator, ("unbiased", "biased", "linear"))
     if not (isinstance(alpha, float | int) and 0 < alpha < 1):
         raise ValueError(f"alpha must be a level between 0 and 1, e.g. 0.05; got {alpha!r}.")
-    if max_samples is not None and not (isinstance(max_samples, int) and max_samples >= 2):
-        raise ValueError(f"max_samples must be a whole number >= 2 (or None for all), got {max_samples!r}.")
+    check_max_samples(max_samples)
     label, build = _kernel_builder(kernel)
     rng = np.random.default_rng(seed)
-    keys = jax.random.split(jax.random.key(seed), len(layers))
-    results = []
-    for key, (layer, (a, b)) in zip(keys, layers.items(), strict=True):
+    prepared = []  # every layer is checked before the first test runs
+    for layer, (a, b) in layers.items():
         a, b = (np.asarray(side).reshape(-1, np.shape(side)[-1]) for side in (a, b))
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"layer {layer!r}: the two sides have {a.shape[1]} and {b.shape[1]} channels.")
         used_a, used_b = subsample(a, max_samples, rng), subsample(b, max_samples, rng)
         check_estimator(estimator, used_a.shape[0], used_b.shape[0])
+        prepared.append((layer, a, b, used_a, used_b))
+    keys = jax.random.split(jax.random.key(seed), len(layers))
+    results = []
+    for key, (layer, a, b, used_a, used_b) in zip(keys, prepared, strict=True):
         built = build(jnp.concatenate([jnp.asarray(used_a), jnp.asarray(used_b)]))
         result = mmd2_test(
             used_a, used_b, built, num_permutations=num_permutations, key=key, estimator=estimator

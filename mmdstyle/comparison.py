@@ -21,18 +21,25 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from mmdstyle._checks import ESTIMATORS, check_choice
+from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_max_samples
 from mmdstyle.analysis import extractor_layers, extractor_samples, subsample
 from mmdstyle.mmd import mmd2
 from mmdstyle.objective import TransferConfig, check_config, with_default_weights
 from mmdstyle.specs import parse_kernel_spec
 
-__all__ = ["DEFAULT_KERNELS", "Comparison", "LossRun", "compare_losses", "style_discrepancies"]
+__all__ = [
+    "DEFAULT_KERNELS",
+    "Comparison",
+    "LossRun",
+    "compare_losses",
+    "discrepancy_measure",
+    "style_discrepancies",
+]
 
 #: Kernels the results are measured with: means, Gram matrices (second moments), all moments.
 DEFAULT_KERNELS = ("linear", "poly2", "gaussian(sigma=median)")
 
-#: Samples per image and layer for the pairwise (Gaussian, ...) kernels: O(samples^2) per entry.
+#: Samples per image and layer in a measurement: the pairwise (Gaussian, ...) kernels cost O(samples^2).
 DISCREPANCY_SAMPLES = 4096
 
 
@@ -73,8 +80,8 @@ class Comparison:
 
     @property
     def rows(self) -> tuple[str, ...]:
-        start = "start (content)" if self.content is not None else "start (noise)"
-        return (start, *(run.loss for run in self.runs))
+        init = self.config.init if self.config is not None else "content"
+        return (f"start ({init if isinstance(init, str) else 'image'})", *(run.loss for run in self.runs))
 
     @property
     def relative(self) -> np.ndarray:
@@ -134,8 +141,7 @@ class Comparison:
         return "\n".join(lines)
 
 
-def style_discrepancies(
-    images: Sequence[np.ndarray],
+def discrepancy_measure(
     style: np.ndarray,
     *,
     extractor: Any,
@@ -144,29 +150,45 @@ def style_discrepancies(
     estimator: str = "biased",
     max_samples: int | None = DISCREPANCY_SAMPLES,
     seed: int = 0,
-) -> np.ndarray:
-    """MMD^2 of each image's features against ``style``'s, per kernel and layer: (images, kernels, layers).
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``image -> (kernels, layers)`` array: MMD^2 of the image's features against ``style``'s.
 
-    Each kernel spec is built once per layer from the style's features (``sigma=median`` is the
-    median heuristic over them), so every image is measured with the same kernel. Images and style
-    are used at the sizes given; rows beyond ``max_samples`` are a random subset (seeded).
+    Each kernel spec is built here, once per layer, from the style's features (``sigma=median`` is
+    the median heuristic over them), so every image is measured with the same kernel. Images and
+    style are used at the sizes given; beyond ``max_samples`` rows, a layer's samples are a random
+    subset (seeded; the feature-route kernels, linear and poly2, would not need it).
     """
     expressions = [parse_kernel_spec(kernel) for kernel in kernels]
     layers = extractor_layers(extractor, layers)
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_max_samples(max_samples)
     rng = np.random.default_rng(seed)
     style_samples = {
         layer: jnp.asarray(subsample(samples, max_samples, rng))
         for layer, samples in extractor_samples(extractor, style, layers).items()
     }
     built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
-    values = np.empty((len(images), len(expressions), len(layers)))
-    for i, image in enumerate(images):
+
+    def measure(image: np.ndarray) -> np.ndarray:
         samples = extractor_samples(extractor, image, layers)
+        values = np.empty((len(expressions), len(layers)))
         for j, layer in enumerate(layers):
             x = jnp.asarray(subsample(samples[layer], max_samples, rng))
+            check_estimator(estimator, x.shape[0], style_samples[layer].shape[0])
             for k, kernel in enumerate(built[layer]):
-                values[i, k, j] = float(mmd2(x, style_samples[layer], kernel, estimator))
-    return values
+                values[k, j] = float(mmd2(x, style_samples[layer], kernel, estimator))
+        return values
+
+    return measure
+
+
+def style_discrepancies(images: Sequence[np.ndarray], style: np.ndarray, **options: Any) -> np.ndarray:
+    """MMD^2 of each image's features against ``style``'s, per kernel and layer: (images, kernels, layers).
+
+    ``options`` are those of :func:`discrepancy_measure` (``extractor`` is required).
+    """
+    measure = discrepancy_measure(style, **options)
+    return np.stack([measure(image) for image in images])
 
 
 def compare_losses(
@@ -209,9 +231,9 @@ def compare_losses(
         A :class:`Comparison`. Every spec is checked before the first run starts.
     """
     from mmdstyle.features import default_extractor
-    from mmdstyle.transfer import transfer
+    from mmdstyle.transfer import transfer, with_default_init
 
-    config = TransferConfig() if config is None else config
+    config = with_default_init(TransferConfig() if config is None else config, content)
     losses = tuple(losses)
     if not losses or len(set(losses)) != len(losses):
         raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
@@ -219,14 +241,24 @@ def compare_losses(
         raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
     for kernel in kernels:
         parse_kernel_spec(kernel)
-    check_choice("estimator", estimator, ESTIMATORS)
-    if max_samples is not None and not (isinstance(max_samples, int) and max_samples >= 2):
-        raise ValueError(f"max_samples must be a whole number >= 2 (or None for all), got {max_samples!r}.")
     extractor = default_extractor() if extractor is None else extractor
     synthesis = content is None
     for loss in losses:
         check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
     layers = extractor_layers(extractor, layers if layers is not None else config.style_layers)
+    # the starting image and the style at the results' size, measured like the results; measuring
+    # the start first checks the kernels, layers and estimator before any run
+    stage_content, (measured_style,), start = _stage_start(config, content, style, config.stages()[-1])
+    measure = discrepancy_measure(
+        measured_style,
+        extractor=extractor,
+        kernels=kernels,
+        layers=layers,
+        estimator=estimator,
+        max_samples=max_samples,
+        seed=config.seed,
+    )
+    start_discrepancy = measure(start)
     beta = with_default_weights(config, extractor).style_weight
     weights = dict.fromkeys(losses, beta)
     if balance:
@@ -252,25 +284,14 @@ def compare_losses(
         runs.append(run)
         if on_run is not None:
             on_run(index, run)
-    # the starting image and the style at the results' size, measured like the results
-    stage_content, (measured_style,), start = _stage_start(config, content, style, config.stages()[-1])
-    discrepancies = style_discrepancies(
-        [start, *(run.image for run in runs)],
-        measured_style,
-        extractor=extractor,
-        kernels=kernels,
-        layers=layers,
-        estimator=estimator,
-        max_samples=max_samples,
-        seed=config.seed,
-    )
+    discrepancies = np.stack([start_discrepancy, *(measure(run.image) for run in runs)])
     return Comparison(
         runs=tuple(runs),
         kernels=tuple(str(parse_kernel_spec(kernel)) for kernel in kernels),
         layers=layers,
         discrepancies=discrepancies,
         estimator=estimator,
-        start=np.asarray(start, np.float32),
+        start=start,
         style=measured_style,
         content=stage_content,
         config=config,

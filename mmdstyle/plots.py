@@ -345,7 +345,9 @@ def plot_image_grid(
 @_styled
 def plot_comparison(comparison: Comparison) -> Figure:
     """Top: content, style and each loss's result with its time. Bottom: one heat map per kernel
-    of MMD^2(result, style) / MMD^2(start, style) per layer (log colours: dark is matched)."""
+    of MMD^2(result, style) / MMD^2(start, style) per layer (log colours: dark is matched; grey: a
+    ratio <= 0, which an unbiased or linear-time measurement can give)."""
+    import matplotlib
     from matplotlib.colors import LogNorm
 
     runs = comparison.runs
@@ -366,14 +368,15 @@ def plot_comparison(comparison: Comparison) -> Figure:
     low = min(1e-2, float(finite.min())) if finite.size else 1e-2
     high = max(1.0, float(finite.max())) if finite.size else 1.0
     norm = LogNorm(low, high)
+    colours = matplotlib.colormaps["viridis"].with_extremes(bad="#d9d9d9")
     axes = np.atleast_1d(bottom.subplots(1, kernels, sharey=True))
     for k, (axis, kernel) in enumerate(zip(axes, comparison.kernels, strict=True)):
         values = relative[:, k, :]
-        image = axis.imshow(
-            np.clip(np.where(np.isfinite(values), values, high), low, high), norm=norm, aspect="auto"
-        )
+        # an unbiased or linear-time MMD^2 can be <= 0 (no evidence of a difference): grey, not "matched"
+        shown = np.ma.masked_where(~(np.isfinite(values) & (values > 0)), np.clip(values, low, high))
+        image = axis.imshow(shown, norm=norm, aspect="auto", cmap=colours)
         for (r, c), value in np.ndenumerate(values):
-            shade = norm(np.clip(value, low, high)) if np.isfinite(value) else 1.0
+            shade = norm(np.clip(value, low, high)) if np.isfinite(value) and value > 0 else 1.0
             axis.text(
                 c,
                 r,

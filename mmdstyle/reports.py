@@ -85,12 +85,10 @@ _positive_float = _number(float, lambda value: value > 0, "> 0")
 def _check_outputs(*paths: tuple[str | None, str]) -> None:
     """Refuse, before any work, outputs whose folder is missing or whose figure format is unknown."""
     for path, kind in paths:
-        if path is None:
-            continue
-        if not Path(path).parent.exists():
-            raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
-        if kind != "json":
+        if path is not None and kind != "json":
             check_figure_path(path, kind)
+        elif path is not None and not Path(path).parent.exists():
+            raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
 
 
 def _load_pair(images: list[str], default: tuple[str, str], what: str):
@@ -278,14 +276,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 @_guarded
 def run_compare(arguments: argparse.Namespace) -> int:
     from mmdstyle.comparison import compare_losses
-    from mmdstyle.image import image_format, load_image, save_image
+    from mmdstyle.image import load_image, save_image
     from mmdstyle.plots import plot_comparison
     from mmdstyle.runs import config_from
 
     output = Path(arguments.output)
     arguments.json = arguments.json or str(output.with_suffix(".json"))
-    arguments.plot = str(output)
-    _check_outputs((arguments.json, "json"), (arguments.plot, "-o"))
+    _check_outputs((arguments.json, "json"), (str(output), "-o"))
     synthesis = arguments.synthesize
     if synthesis:
         names = arguments.images or ["sample:gravel"]
@@ -299,8 +296,6 @@ def run_compare(arguments: argparse.Namespace) -> int:
         init = load_image(resolve_image(init))
     config = config_from(arguments, synthesis=synthesis, init=init)
     extractor = extractor_from(arguments)
-    if arguments.save_images:
-        image_format(output.with_name(f"{output.stem}-1.png"))
 
     def on_run(index: int, run) -> None:
         if not arguments.quiet:
@@ -326,13 +321,14 @@ def run_compare(arguments: argparse.Namespace) -> int:
         on_run=on_run,
     )
     print(comparison.format_table())
+    plot_comparison(comparison, path=output)
     data = comparison.to_dict() | {"images": names}
     if arguments.save_images:
-        paths = []
-        for index, run in enumerate(comparison.runs, start=1):
-            paths.append(str(save_image(output.with_name(f"{output.stem}-{index}.png"), run.image)))
-        data["result_images"] = paths
-    _write(arguments, data, lambda path: plot_comparison(comparison, path=path))
+        data["result_images"] = [
+            str(save_image(output.with_name(f"{output.stem}-{index}.png"), run.image))
+            for index, run in enumerate(comparison.runs, start=1)
+        ]
+    write_json(arguments.json, data)
     stopped = [run.loss for run in comparison.runs if run.stopped_early]
     if stopped:
         print(f"mmdstyle: the run(s) of {', '.join(stopped)} stopped early (see the JSON).", file=sys.stderr)

@@ -221,6 +221,13 @@ def stage_images(
     return stage_content, [resize(style, fit_within(style.shape[:2], side)) for style in styles], shape
 
 
+def with_default_init(config: TransferConfig, content: np.ndarray | None) -> TransferConfig:
+    """``config``, starting a texture synthesis (no content) from noise where it says ``"content"``."""
+    if content is None and isinstance(config.init, str) and config.init == "content":
+        return dataclasses.replace(config, init="noise")
+    return config
+
+
 def initial_image(config: TransferConfig, content: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     """The image a stage of ``shape`` starts from when nothing came before: ``config.init``."""
     init = config.init
@@ -267,8 +274,7 @@ def transfer(
     extractor = default_extractor() if extractor is None else extractor
     check_config(config, extractor, len(styles), synthesis=content is None)
     config = with_default_weights(config, extractor)
-    if content is None and isinstance(config.init, str) and config.init == "content":
-        config = dataclasses.replace(config, init="noise")
+    config = with_default_init(config, content)
     history: list[dict] = []
     image = None
     stopped = None

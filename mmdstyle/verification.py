@@ -277,17 +277,20 @@ def verify_gram_mmd_identity(
         raise ValueError("layers is empty: pass at least one layer name -> (x, s) pair.")
     check_choice("estimator", estimator, ("biased", "unbiased"))
     check_scalar("tolerance", tolerance, positive=True)
+    pairs = {}
+    for name, (x, s) in layers.items():  # every layer is checked before any is computed
+        x, s = np.asarray(x, np.float64), np.asarray(s, np.float64)
+        x = x.reshape(-1, x.shape[-1]) if x.ndim == 3 else x
+        s = s.reshape(-1, s.shape[-1]) if s.ndim == 3 else s
+        if x.ndim != 2 or x.shape != s.shape:
+            raise ValueError(
+                f"Layer {name!r}: x and s must be samples (m, d) of the same shape for the Gram "
+                f"loss, got {x.shape} and {s.shape}."
+            )
+        pairs[name] = (x, s)
     with jax.enable_x64(True):
         checks = []
-        for name, (x, s) in layers.items():
-            x, s = np.asarray(x, np.float64), np.asarray(s, np.float64)
-            x = x.reshape(-1, x.shape[-1]) if x.ndim == 3 else x
-            s = s.reshape(-1, s.shape[-1]) if s.ndim == 3 else s
-            if x.ndim != 2 or x.shape != s.shape:
-                raise ValueError(
-                    f"Layer {name!r}: x and s must be samples (m, d) of the same shape for the Gram "
-                    f"loss, got {x.shape} and {s.shape}."
-                )
+        for name, (x, s) in pairs.items():
             x64, s64 = jnp.asarray(x), jnp.asarray(s)
             exact = _feature_sides(x64, s64, estimator)
             single = _feature_sides(x64.astype(jnp.float32), s64.astype(jnp.float32), estimator)
@@ -342,19 +345,19 @@ def verify_images(
             targets = {
                 layer: jnp.asarray(s) for layer, s in extractor_samples(network, style_array, layers).items()
             }
+            produced = {str(target.dtype) for target in targets.values()}
+            if dtype == "float64" and produced != {"float64"}:
+                raise ValueError(
+                    f"the extractor computes in {', '.join(sorted(produced))} for a float64 image: the proof "
+                    "needs float64 features. Pass a Flax NNX module (cast automatically) or a function that "
+                    "keeps its input's dtype."
+                )
             compute = _image_sides_function(network)
             sides[dtype] = {
                 layer: compute(image_array, targets[layer], network, layer, estimator) for layer in layers
             }
             if dtype == "float64":
                 exact_targets = targets
-        produced = {str(value["x"].dtype) for value in sides["float64"].values()}
-        if produced != {"float64"}:
-            raise ValueError(
-                f"the extractor computes in {', '.join(sorted(produced))} for a float64 image: the proof "
-                "needs float64 features. Pass a Flax NNX module (cast automatically) or a function that "
-                "keeps its input's dtype."
-            )
         checks = tuple(
             _layer_identity(
                 layer, sides["float64"][layer], sides["float32"][layer], exact_targets[layer], tolerance

@@ -35,6 +35,8 @@ def test_holm_matches_a_worked_example():
     adjusted = holm_adjust([0.5, 0.01, 0.03, 0.02])
     np.testing.assert_allclose(adjusted, [0.5, 0.04, 0.06, 0.06], rtol=1e-15)
     np.testing.assert_allclose(holm_adjust([0.3, 0.6]), [0.6, 0.6])
+    # step-down, not Hochberg's step-up (which would give 0.03, 0.045, 0.045 here)
+    np.testing.assert_allclose(holm_adjust([0.01, 0.04, 0.045]), [0.03, 0.08, 0.08], rtol=1e-15)
     assert holm_adjust([0.9, 0.8]).max() <= 1.0
 
 
@@ -160,6 +162,10 @@ def test_layer_tests_refuse_bad_settings(rng, as_a_user):
         layer_two_sample_tests(pair, 3.0)
     with pytest.raises(ValueError, match="num_permutations"):
         layer_two_sample_tests(pair, num_permutations=0)
+    with pytest.raises(ValueError, match="channels"):
+        layer_two_sample_tests({"l": (rng.normal(size=(10, 2)), rng.normal(size=(10, 3)))})
+    with pytest.raises(ValueError, match="at least 2 samples"):  # checked before the first layer's test
+        layer_two_sample_tests({**pair, "one": (np.ones((1, 2)), np.ones((5, 2)))})
 
 
 # ---------------------------------------------------------------- images
@@ -170,7 +176,7 @@ def network():
     return random_vgg19(0, widths=TINY_VGG_WIDTHS)
 
 
-def test_two_textures_are_told_apart_and_one_from_itself_is_not(network):
+def test_two_textures_are_told_apart_and_two_halves_of_one_are_far_closer(network):
     gravel, brick = load_sample("gravel"), load_sample("brick")
     layers = ("relu1_1", "relu2_1")
     different = image_two_sample_tests(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from mmdstyle import cli
 from mmdstyle.analysis import cast_extractor
 from mmdstyle.comparison import Comparison, compare_losses, style_discrepancies
 from mmdstyle.features import random_vgg19
-from mmdstyle.objective import TransferConfig
+from mmdstyle.objective import Objective, TransferConfig
 from mmdstyle.samples import load_sample
 from mmdstyle.specs import SpecError
 from tests.conftest import TINY_VGG_WIDTHS
@@ -109,12 +110,18 @@ def test_balancing_gives_every_loss_the_same_pull_at_the_start(network, images):
     assert [run.style_weight for run in plain.runs] == [10.0, 10.0]
 
 
-def test_texture_synthesis_starts_from_the_seeded_noise(network, images):
+def test_the_start_row_is_the_image_the_runs_started_from(network, images):
+    # A synthesis starts from seeded noise; the run's first record holds its terms at that image.
     config = TransferConfig(size=16, steps=2, optimizer="adam", style_layers=("relu1_1",), seed=3)
     comparison = compare_losses(None, images[1], ["bn"], config, extractor=network, kernels=("linear",))
     assert comparison.rows == ("start (noise)", "bn")
     expected = np.random.default_rng(3).uniform(0.0, 1.0, (16, 16, 3)).astype(np.float32)
     np.testing.assert_array_equal(comparison.start, expected)
+    objective = Objective(dataclasses.replace(config, loss="bn"), network, None, [comparison.style])
+    terms = objective.terms_of(jnp.asarray(comparison.start), network, objective.targets)
+    np.testing.assert_allclose(
+        comparison.runs[0].history[0]["style"]["relu1_1"], terms["style"]["relu1_1"], rtol=1e-6
+    )
 
 
 def test_every_spec_is_checked_before_the_first_run(network, images, monkeypatch, as_a_user):
@@ -134,6 +141,10 @@ def test_every_spec_is_checked_before_the_first_run(network, images, monkeypatch
         compare_losses(*images, ["gram"], config, extractor=network, estimator="exact")
     with pytest.raises(ValueError, match="relu9_9"):
         compare_losses(*images, ["gram"], config, extractor=network, layers=("relu9_9",))
+    with pytest.raises(ValueError, match="at least 2 samples"):  # relu5_1 of a 16-pixel image: 1 position
+        compare_losses(
+            None, images[1], ["gram"], config, extractor=network, layers=("relu5_1",), estimator="unbiased"
+        )
 
 
 def test_cli_compare_writes_figure_json_and_images(tiny_vgg, tmp_path, capsys):

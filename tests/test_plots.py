@@ -44,6 +44,7 @@ def _comparison(rng: np.random.Generator) -> Comparison:
     )
     discrepancies = rng.uniform(0.1, 1.0, size=(3, 2, 2))
     discrepancies[0] = 1.0
+    discrepancies[2, 1, 0] = -0.01  # an unbiased measurement can be negative: drawn grey
     return Comparison(
         runs=runs,
         kernels=("linear", "gaussian(sigma=median)"),

@@ -160,6 +160,16 @@ def test_the_image_gradient_is_the_gradient_of_the_gram_loss_through_the_network
     )
 
 
+def test_the_proof_runs_in_float64_when_the_session_is_float32(pair):
+    # As on the command line: x64 off outside; verify_images turns it on for its own work.
+    network = random_vgg19(0, widths=TINY_VGG_WIDTHS)
+    with jax.enable_x64(False):
+        report = verify_images(*pair, extractor=network, size=16, layers=("relu1_1",))
+    assert report.passed
+    assert report.layers[0].value_error < 1e-13
+    assert report.layers[0].value_error_float32 > 1e-12  # the float32 column really is float32
+
+
 def test_images_through_the_multiscale_network_pass(pair):
     network = MultiScaleRandom(sizes=(3, 11), features_per_size=4)  # 11: the FFT path
     report = verify_images(*pair, extractor=network, size=24, layers=("relu",))
