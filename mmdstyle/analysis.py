@@ -17,13 +17,13 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike
+from jaxtyping import Array, ArrayLike
 
 from mmdstyle._checks import check_choice, check_estimator, check_max_samples
 from mmdstyle.kernels import AbstractKernel, check_kernel
@@ -57,7 +57,9 @@ MULTIPLE_TESTING_NOTE = (
 # ---------------------------------------------------------------- extractors and samples
 
 
-def extractor_layers(extractor: Any, layers: Sequence[str] | None, attribute: str = "default_style_layers"):
+def extractor_layers(
+    extractor: Any, layers: Sequence[str] | None, attribute: str = "default_style_layers"
+) -> tuple[str, ...]:
     """``layers``, or the extractor's default style layers; a ValueError if neither is known."""
     if layers is not None:
         layers = tuple(layers)
@@ -202,7 +204,10 @@ class LayerTestReport:
         return "\n".join([title, "", header, *rows, "", verdict, self.note])
 
 
-def _kernel_builder(kernel: str | KernelExpression | AbstractKernel):
+def _kernel_builder(
+    kernel: str | KernelExpression | AbstractKernel,
+) -> tuple[str, Callable[[Array], AbstractKernel]]:
+    """The kernel's label, and how to build it from a layer's pooled samples."""
     if isinstance(kernel, AbstractKernel):
         return str(kernel), lambda pooled: kernel
     expression = parse_kernel_spec(kernel) if isinstance(kernel, str) else kernel

@@ -193,22 +193,42 @@ _feature_sides = jax.jit(_sides, static_argnames="estimator")
 
 
 def _image_sides(
-    image: Float[Array, "h w 3"], s: Float[Array, "m d"], extractor: Any, layer: str, estimator: str
-) -> dict[str, Array]:
-    """:func:`_sides` for the features of ``image`` at ``layer``, the gradients pulled back to the image."""
+    image: Float[Array, "h w 3"],
+    targets: dict[str, Array],
+    extractor: Any,
+    layers: tuple[str, ...],
+    estimator: str,
+) -> dict[str, dict[str, Array]]:
+    """:func:`_sides` for each layer's features of ``image``, the gradients pulled back to the image.
 
-    def features(image: Array) -> Array:
-        feature_map = extractor(image, (layer,))[layer]
-        return feature_map.reshape(-1, feature_map.shape[-1])
+    One forward pass serves every layer; the 2 x layers pullbacks (each side's gradient at each
+    layer, zero at the others) run as one batched backward pass, so the program compiles once.
+    """
 
-    x, pullback = jax.vjp(features, image)
-    sides = _sides(x, s, estimator)
-    (gram_gradient,) = pullback(sides["gram_gradient"])
-    (mmd_gradient,) = pullback(sides["mmd_gradient"])
-    return sides | {"gram_gradient": gram_gradient, "mmd_gradient": mmd_gradient}
+    def features(image: Array) -> dict[str, Array]:
+        maps = extractor(image, layers)
+        return {layer: maps[layer].reshape(-1, maps[layer].shape[-1]) for layer in layers}
+
+    xs, pullback = jax.vjp(features, image)
+    sides = {layer: _sides(xs[layer], targets[layer], estimator) for layer in layers}
+    cotangents = {
+        layer: jnp.stack(
+            [
+                sides[other][side] if other == layer else jnp.zeros_like(xs[layer])
+                for other in layers
+                for side in ("gram_gradient", "mmd_gradient")
+            ]
+        )
+        for layer in layers
+    }
+    (gradients,) = jax.vmap(pullback)(cotangents)  # row 2i: gram at layers[i], row 2i + 1: mmd
+    return {
+        layer: sides[layer] | {"gram_gradient": gradients[2 * i], "mmd_gradient": gradients[2 * i + 1]}
+        for i, layer in enumerate(layers)
+    }
 
 
-_jitted_image_sides = jax.jit(_image_sides, static_argnames=("layer", "estimator"))
+_jitted_image_sides = jax.jit(_image_sides, static_argnames=("layers", "estimator"))
 
 
 @jax.jit
@@ -353,9 +373,7 @@ def verify_images(
                     "keeps its input's dtype."
                 )
             compute = _image_sides_function(network)
-            sides[dtype] = {
-                layer: compute(image_array, targets[layer], network, layer, estimator) for layer in layers
-            }
+            sides[dtype] = compute(image_array, targets, network, layers, estimator)
             if dtype == "float64":
                 exact_targets = targets
         checks = tuple(
@@ -374,10 +392,10 @@ def _image_sides_function(extractor: Any):
     if isinstance(extractor, nnx.Module):
         return _jitted_image_sides
     jitted = jax.jit(
-        lambda image, s, layer, estimator: _image_sides(image, s, extractor, layer, estimator),
-        static_argnames=("layer", "estimator"),
+        lambda image, targets, layers, estimator: _image_sides(image, targets, extractor, layers, estimator),
+        static_argnames=("layers", "estimator"),
     )
-    return lambda image, s, _, layer, estimator: jitted(image, s, layer, estimator)
+    return lambda image, targets, _, layers, estimator: jitted(image, targets, layers, estimator)
 
 
 def synthetic_vgg_layers(image_size: int = 64, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -153,7 +153,7 @@ def test_the_image_gradient_is_the_gradient_of_the_gram_loss_through_the_network
         return gram_style_loss(network(image, ("relu2_1",))["relu2_1"].reshape(-1, 8), target)
 
     expected = jax.grad(loss)(image)
-    sides = _image_sides(image, target, network, "relu2_1", "biased")
+    sides = _image_sides(image, {"relu2_1": target}, network, ("relu2_1",), "biased")["relu2_1"]
     np.testing.assert_allclose(sides["gram_gradient"], expected, rtol=1e-12, atol=0)
     np.testing.assert_allclose(
         sides["mmd_gradient"], expected, rtol=1e-10, atol=1e-14 * np.abs(expected).max()
