@@ -301,23 +301,18 @@ def compare_losses(
 def _stage_start(
     config: TransferConfig, content: np.ndarray | None, style: np.ndarray, size: int
 ) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray]:
-    """A stage's content and style images at ``size``, and the image a run would start it from."""
+    """A stage's content and style images at ``size``, and the image a run would start it from
+    (``config`` has been through :func:`mmdstyle.transfer.with_default_init`)."""
     from mmdstyle.transfer import initial_image, stage_images
 
     stage_content, styles, shape = stage_images(config, content, [style], size)
-    from_noise = content is None and isinstance(config.init, str) and config.init == "content"
-    start = initial_image(
-        dataclasses.replace(config, init="noise") if from_noise else config, stage_content, shape
-    )
-    return stage_content, styles, np.asarray(start, np.float32)
+    return stage_content, styles, np.asarray(initial_image(config, stage_content, shape), np.float32)
 
 
 def _style_strength(
     config: TransferConfig, extractor: Any, content: np.ndarray | None, style: np.ndarray
 ) -> float:
     """sum_l w_l L_style^l at the image the first stage starts from (before beta)."""
-    import jax.numpy as jnp
-
     from mmdstyle.objective import Objective
 
     stage_content, styles, start = _stage_start(config, content, style, config.stages()[0])
