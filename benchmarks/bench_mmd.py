@@ -13,6 +13,9 @@ What it prints, each a ratio of two timings taken in this run:
    evaluations per second, counting the m^2 + n^2 + m n pairs the estimator is defined over.
 4. Peak resident memory of Gaussian MMD value + gradient at m = n = 65536 (a child process per
    measurement; the baseline is the same child at m = n = 8). Goal < 3 GB.
+5. The median heuristic on 2048 pooled samples (its default cap; 2,096,128 pair distances):
+   ``median_bandwidth``, which selects the median by bisection, / the same with ``jnp.median``,
+   which sorts. Both give the same sigma exactly.
 
 Timings are the best of several runs after a warm-up (compilation excluded).
 """
@@ -110,6 +113,31 @@ def gaussian_benchmarks(m: int, d: int, blocks: list[int]) -> dict:
     }
 
 
+def median_benchmarks(samples_count: int, d: int) -> dict:
+    x, y = samples(samples_count // 2, samples_count - samples_count // 2, d)
+    pooled = jnp.concatenate([x, y])
+
+    @jax.jit
+    def sorted_median_bandwidth(z: jax.Array) -> jax.Array:  # the same steps, jnp.median's sort
+        centred = z - jnp.mean(z, axis=0, keepdims=True)
+        rows, columns = np.triu_indices(z.shape[0], k=1)
+        distances = ms.kernels.squared_distances(centred, centred)[rows, columns]
+        return jnp.sqrt(jnp.median(distances) / 2.0)
+
+    selected, by_sort = ms.median_bandwidth(pooled), sorted_median_bandwidth(pooled)
+    if float(selected) != float(by_sort):
+        raise AssertionError(f"median_bandwidth {float(selected)!r} != sorted median {float(by_sort)!r}")
+    selection = best_time(ms.median_bandwidth, pooled)
+    sorting = best_time(sorted_median_bandwidth, pooled)
+    return {
+        "samples": samples_count,
+        "d": d,
+        "selection_s": selection,
+        "sort_s": sorting,
+        "selection_over_sort": selection / sorting,
+    }
+
+
 def memory_child(m: int, d: int) -> None:
     """Value and gradient of a Gaussian MMD; prints this process's peak RSS in bytes."""
     x, y = samples(m, m, d)
@@ -173,11 +201,18 @@ def main() -> None:
     print(f"   the same process at m = n = 8: {baseline / 2**30:.2f} GiB")
     full_matrix = memory_m * memory_m * 4 / 2**30
     print(f"   one m x n float32 kernel matrix would be {full_matrix:.0f} GiB")
+
+    median = median_benchmarks(512 if arguments.quick else 2048, 64)
+    print(f"\n5. median heuristic over {median['samples']} pooled samples, d = 64 (the same sigma both ways)")
+    print(f"   median_bandwidth (selection)     {median['selection_s'] * 1e3:9.1f} ms")
+    print(f"   with jnp.median (sort)           {median['sort_s'] * 1e3:9.1f} ms")
+    print(f"   ratio selection / sort           {median['selection_over_sort']:9.2f}")
     if arguments.json:
         figures = {
             "poly2": poly,
             "gaussian": gauss,
             "memory": {"m": memory_m, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline},
+            "median_bandwidth": median,
         }
         with open(arguments.json, "w") as file:
             json.dump(figures, file, indent=2)

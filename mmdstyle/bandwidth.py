@@ -75,7 +75,47 @@ def _median_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
     centred = samples - jnp.mean(samples, axis=0, keepdims=True)
     rows, columns = np.triu_indices(samples.shape[0], k=1)
     distances = squared_distances(centred, centred)[rows, columns]
-    return jnp.sqrt(jnp.median(distances) / 2.0)
+    return jnp.sqrt(nonnegative_median(distances) / 2.0)
+
+
+def nonnegative_median(values: Float[Array, " K"]) -> Float[Array, ""]:
+    """``jnp.median`` of non-negative values (for an even count the mean of the middle two), unsorted.
+
+    A non-negative float's bit pattern, read as an integer, grows with its value, so the k-th
+    smallest value is the smallest pattern b with ``#{values <= b} > k``: a bisection over the
+    integers, one counting pass over the values per bit. XLA sorts slowly on the CPU: for the 2
+    million distances of the median heuristic's 2048 samples, on 2 cores, a sort takes 0.8 s and
+    this 0.04 s in float32 (``benchmarks/bench_mmd.py``), 0.9 s and 0.2 s in float64. The result
+    is the same value exactly.
+    """
+    count = values.shape[0]
+    wide = values.dtype == jnp.float64
+    # abs clears the sign bit of -0.0, the one non-negative value whose pattern is out of order
+    unsigned = jax.lax.bitcast_convert_type(jnp.abs(values), jnp.uint64 if wide else jnp.uint32)
+    bits = jax.lax.stop_gradient(unsigned.astype(jnp.int64 if wide else jnp.int32))
+
+    def order_statistic(k: int) -> Array:
+        def halve(_: Array, bounds: tuple[Array, Array]) -> tuple[Array, Array]:
+            low, high = bounds
+            middle = low + (high - low) // 2
+            enough = jnp.sum(bits <= middle) > k
+            return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
+
+        low, _ = jax.lax.fori_loop(0, 8 * bits.dtype.itemsize, halve, (jnp.min(bits), jnp.max(bits)))
+        return low
+
+    def value_of(pattern: Array) -> Array:
+        # read from `values` at a position holding the pattern, so that gradients reach that value
+        return values[jnp.argmax(bits == pattern)]
+
+    half = count // 2
+    upper = order_statistic(half)
+    if count % 2:
+        return value_of(upper)
+    # the lower middle value: the largest one below `upper` if at least `half` lie below it, else a tie
+    below = bits < upper
+    lower = jnp.where(jnp.sum(below) >= half, jnp.max(jnp.where(below, bits, 0)), upper)
+    return (value_of(lower) + value_of(upper)) / 2.0
 
 
 def mean_bandwidth(x: ArrayLike, y: ArrayLike | None = None) -> Float[Array, ""]:

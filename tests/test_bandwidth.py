@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 
 import mmdstyle as ms
+from mmdstyle.bandwidth import nonnegative_median
 
 # Both sides compute the same squared distances up to a few ulps (the package through the
 # matmul expansion after centring, NumPy by direct differences); a median or mean of O(1) values
@@ -258,3 +259,47 @@ def test_all_equal_samples_mean_bandwidth_zero():
     assert float(sigma) == 0.0
     with pytest.raises(ValueError, match="sigma"):
         ms.Gaussian(sigma)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sort-free median under median_bandwidth: the same value as a sort's, bit for bit
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 8, 100, 101])
+def test_nonnegative_median_equals_numpy_exactly(rng, dtype, count):
+    # exponential values (spread over many binades) and heavy ties (few distinct values, zeros)
+    spread = rng.exponential(size=count) * rng.choice([1e-8, 1.0, 1e8], size=count)
+    tied = rng.choice([0.0, 0.5, 2.0, 3.0], size=count)
+    for values in (spread.astype(dtype), tied.astype(dtype)):
+        median = jax.jit(nonnegative_median)(jnp.asarray(values))
+        assert median.dtype == values.dtype
+        assert float(median) == float(np.median(values)), values
+
+
+def test_nonnegative_median_orders_negative_zero_as_zero():
+    # -0.0 (a clamped cancellation can give it) has the sign bit set: as an integer it would sort last
+    values = jnp.asarray([-0.0, 1.0, 2.0, -0.0, 3.0])
+    assert float(nonnegative_median(values)) == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_subnormal=True),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_nonnegative_median_property(values):
+    # against jnp.median, the function it replaces: with subnormal values both halve in XLA, which
+    # flushes subnormal results to zero on the CPU, where NumPy keeps them
+    values = jnp.asarray(values, jnp.float64)
+    assert float(nonnegative_median(values)) == float(jnp.median(values))
+
+
+@pytest.mark.parametrize("count", [9, 10])
+def test_nonnegative_median_gradient_is_the_sorts(rng, count):
+    # d median / d values: 1 at the middle value (odd count), 1/2 at each middle value (even count)
+    values = jnp.asarray(rng.exponential(size=count))
+    np.testing.assert_array_equal(jax.grad(nonnegative_median)(values), jax.grad(jnp.median)(values))
