@@ -1,9 +1,10 @@
 """Figures for runs and analyses, in one house style; the command line and the notebooks use them.
 
-Every function returns a :class:`matplotlib.figure.Figure` (shown inline when it is the last
-value of a notebook cell) and, given ``path``, also saves it there atomically, in the format of
-the file's extension. Figures are built without pyplot, so nothing accumulates in a global
-registry and no display is needed.
+Every function returns a :class:`matplotlib.figure.Figure` and, given ``path``, also saves it
+there atomically, in the format of the file's extension. Figures are built without pyplot, so
+nothing accumulates in a global registry and no display is needed; in a notebook, a figure that
+is the last value of a cell is shown inline once matplotlib's inline backend is on
+(``%matplotlib inline`` in the first cell, as the project's notebooks do).
 
     plot_history(history)              loss curves of a transfer run
     plot_identity(report)              Gram loss against MMD per layer, and the relative errors

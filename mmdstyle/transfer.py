@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mmdstyle._progress import progress_bar
 from mmdstyle.image import fit_within, luminance_transfer, resize
 from mmdstyle.objective import Objective, TransferConfig, check_config, with_default_weights
 
@@ -325,6 +326,6 @@ def synthesize(
 
 
 def _progress_bar(config: TransferConfig, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=config.steps * len(config.stages()), disable=not progress, unit="step", leave=False)
+    return progress_bar(
+        total=config.steps * len(config.stages()), disable=not progress, unit="step", leave=False
+    )

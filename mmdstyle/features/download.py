@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from mmdstyle._progress import progress_bar
 
 CHUNK_BYTES = 1 << 20
 
@@ -134,7 +134,7 @@ def _transfer(url: str, partial: Path, *, progress: bool, timeout: float) -> Non
         total = have + int(length) if length is not None else None
         with (
             open(partial, "ab" if have else "wb") as file,
-            tqdm(
+            progress_bar(
                 total=total,
                 initial=have,
                 unit="B",
