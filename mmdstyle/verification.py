@@ -114,17 +114,17 @@ class IdentityReport:
 
     def format_table(self) -> str:
         """A table for the terminal, one row per layer."""
-        mmd = "MMD_b/(4d^2)" if self.estimator == "biased" else "MMD_u/(4d^2)"
+        mmd = "MMD_b^2/(4d^2)" if self.estimator == "biased" else "MMD_u^2/(4d^2)"
         header = (
-            f"{'layer':<9}{'m':>7}{'d':>6}  {'Gram loss':>11}  {mmd:>12}  "
+            f"{'layer':<9}{'m':>7}{'d':>6}  {'Gram loss':>11}  {mmd:>14}  "
             f"{'value f64':>9}  {'grad f64':>9}  {'value f32':>9}  {'grad f32':>9}  "
-            f"{'route':<8}{'vs pairwise':>11}  {'MMD_u-MMD_b':>12}  {'vs closed form':>14}  ok"
+            f"{'route':<8}{'vs pairwise':>11}  {'MMD_u^2-MMD_b^2':>15}  {'vs closed form':>14}  ok"
         )
         rows = [
-            f"{r.layer:<9}{r.samples:>7}{r.channels:>6}  {r.gram_loss:>11.4e}  {r.mmd_loss:>12.4e}  "
+            f"{r.layer:<9}{r.samples:>7}{r.channels:>6}  {r.gram_loss:>11.4e}  {r.mmd_loss:>14.4e}  "
             f"{r.value_error:>9.1e}  {r.gradient_error:>9.1e}  {r.value_error_float32:>9.1e}  "
             f"{r.gradient_error_float32:>9.1e}  {r.route:<8}{r.route_error:>11.1e}  "
-            f"{_optional(r.unbiased_gap, 12, 4)}  {_optional(r.unbiased_gap_error, 14, 1)}  "
+            f"{_optional(r.unbiased_gap, 15, 4)}  {_optional(r.unbiased_gap_error, 14, 1)}  "
             f"{'yes' if r.passed else 'NO'}"
             for r in self.layers
         ]
@@ -144,7 +144,7 @@ class IdentityReport:
             f"with respect to the {variable};",
             "float64 is the proof, float32 is shown beside it. The MMD side sums k over all pairs (pairwise "
             "route); 'route' is the one mmd2 takes by default,",
-            "checked against the pairwise sums. MMD_u - MMD_b (divided by 4d^2) is checked against its "
+            "checked against the pairwise sums. MMD_u^2 - MMD_b^2 (divided by 4d^2) is checked against its "
             "closed form from Gram matrices and squared norms.",
         ]
         return "\n".join([title, "", header, *rows, "", verdict, *notes])
