@@ -59,3 +59,12 @@ def tiny_vgg(monkeypatch):
         "tiny-vgg", lambda **options: random_vgg19(0, widths=TINY_VGG_WIDTHS, **options)
     )
     return "tiny-vgg"
+
+
+def pytest_collection_modifyitems(items):
+    """Notebook executions first (their file's tests with them, ``--dist loadfile``).
+
+    They take minutes in one file, which goes to one worker: scheduled first, that worker runs
+    them while the others take every other file; last, they would run alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)

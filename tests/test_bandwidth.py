@@ -283,7 +283,7 @@ def test_nonnegative_median_orders_negative_zero_as_zero():
     assert float(nonnegative_median(values)) == 1.0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     st.lists(
         st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_subnormal=True),

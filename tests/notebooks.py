@@ -1,0 +1,68 @@
+"""Execute the teaching notebooks as the test suite does; store them executed.
+
+``python -m tests.notebooks`` re-runs every notebook in ``notebooks/`` top to bottom in a fresh
+kernel and writes it back with its outputs, so that a code host shows them; name notebooks
+(``python -m tests.notebooks notebooks/01_gram_is_mmd.ipynb``) to refresh only those. A notebook
+that raises is not written. The test suite (``tests/test_notebooks.py``) runs the same
+:func:`execute` and checks the stored outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from mmdstyle._io import atomic_path
+
+NOTEBOOK_DIRECTORY = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = tuple(sorted(NOTEBOOK_DIRECTORY.glob("*.ipynb")))
+#: seconds any one cell may take; a whole notebook is meant to take under two minutes on a laptop
+CELL_TIMEOUT = 600
+KERNEL = "python3"
+
+
+def execute(path: str | Path) -> nbformat.NotebookNode:
+    """Run the notebook at ``path`` in a new kernel, in its own directory; return it with outputs.
+
+    Raises ``nbclient.exceptions.CellExecutionError`` (with the cell and its traceback) at the
+    first cell that fails.
+    """
+    path = Path(path)
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT,
+        kernel_name=KERNEL,
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,  # no timestamps in the stored file: diffs show only what changed
+    )
+    client.execute()
+    return notebook
+
+
+def store(path: str | Path) -> float:
+    """Execute the notebook and write it back in place with its outputs; returns the seconds taken."""
+    start = time.perf_counter()
+    notebook = execute(path)
+    nbformat.validate(notebook)
+    with atomic_path(path, suffix=".ipynb") as temporary:
+        nbformat.write(notebook, temporary)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
+    arguments = parser.parse_args(argv)
+    for path in arguments.notebooks or NOTEBOOKS:
+        print(f"{path.name}: {store(path):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The teaching notebooks run top to bottom, and the stored copies show their outputs.
+
+Executing them takes minutes, so the tests that do are marked ``notebooks``: deselect them
+locally with ``pytest -m "not notebooks"``; CI (``.ci/run``) runs them. ``python -m
+tests.notebooks`` refreshes the stored outputs after a notebook or the package changes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute
+
+#: The notebooks the project promises (the notebooks issue); more may be added.
+PROMISED = (
+    "01_gram_is_mmd",
+    "02_kernels_and_estimators",
+    "03_style_transfer_with_kernels",
+    "04_two_sample_tests",
+)
+REFERENCES = ("Gatys", "Li", "Gretton")
+
+by_name = pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+
+
+def code_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def assert_clean_outputs(notebook: nbformat.NotebookNode, name: str) -> None:
+    """No cell shows an error or writes to stderr (a warning in a teaching notebook is a defect)."""
+    for index, cell in enumerate(code_cells(notebook)):
+        for output in cell.outputs:
+            assert output.output_type != "error", (
+                f"{name}, code cell {index}: {output.ename}: {output.evalue}"
+            )
+            if output.output_type == "stream":
+                assert output.name == "stdout", f"{name}, code cell {index} writes to stderr:\n{output.text}"
+
+
+def test_the_promised_notebooks_exist_and_are_listed():
+    assert [path.stem for path in NOTEBOOKS][: len(PROMISED)] == list(PROMISED)
+    listing = (NOTEBOOK_DIRECTORY / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"({path.name})" in listing, f"notebooks/README.md does not link {path.name}"
+
+
+def assert_stored_executed(notebook: nbformat.NotebookNode, name: str) -> None:
+    """Outputs are stored (a code host shows them) from one clean run: counts 1, 2, 3, ... in order."""
+    nbformat.validate(notebook)
+    cells = code_cells(notebook)
+    assert cells, f"{name} has no code"
+    counts = [cell.execution_count for cell in cells]
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{name} is stored unexecuted or out of order (execution counts {counts}): "
+        "refresh it with `python -m tests.notebooks`."
+    )
+    assert sum(1 for cell in cells if cell.outputs) >= len(cells) // 2, f"{name}: most cells show nothing"
+    figures = [output for cell in cells for output in cell.outputs if "image/png" in output.get("data", {})]
+    assert figures, f"{name} stores no figure"
+    assert_clean_outputs(notebook, name)
+
+
+@by_name
+def test_stored_notebook_was_run_top_to_bottom(path):
+    assert_stored_executed(nbformat.read(path, as_version=4), path.name)
+
+
+def test_the_stored_check_rejects_what_it_should():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    figure = new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    good = new_notebook(cells=[new_code_cell("plot()", execution_count=1, outputs=[figure])])
+    assert_stored_executed(good, "good")
+    for problem, cell in {
+        "unexecuted": new_code_cell("plot()"),
+        "no figure": new_code_cell(
+            "1",
+            execution_count=1,
+            outputs=[new_output("execute_result", data={"text/plain": "1"}, execution_count=1)],
+        ),
+        "stderr": new_code_cell(
+            "plot()", execution_count=1, outputs=[figure, new_output("stream", name="stderr", text="Warning")]
+        ),
+        "error": new_code_cell(
+            "plot()",
+            execution_count=1,
+            outputs=[figure, new_output("error", ename="E", evalue="v", traceback=[])],
+        ),
+    }.items():
+        with pytest.raises(AssertionError):
+            assert_stored_executed(new_notebook(cells=[cell]), problem)
+
+
+@by_name
+def test_notebook_teaches_with_exercises_and_references(path):
+    text = "\n".join(
+        cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"
+    )
+    assert re.search(r"^## Exercises", text, flags=re.MULTILINE), f"{path.name} has no exercises"
+    references = text.split("## References")[-1]
+    for author in REFERENCES:
+        assert re.search(rf"\b{author}\b", references), f"{path.name} does not cite {author}"
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@by_name
+def test_notebook_runs_top_to_bottom(path):
+    """Every cell runs without an error, in a fresh kernel, and writes nothing to stderr."""
+    assert_clean_outputs(execute(path), path.name)
