@@ -285,17 +285,13 @@ def test_nonnegative_median_orders_negative_zero_as_zero():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    st.lists(
-        st.floats(min_value=0.0, max_value=1e300, allow_nan=False, allow_subnormal=True),
-        min_size=1,
-        max_size=40,
-    )
+    st.lists(st.one_of(st.just(0.0), st.floats(min_value=1e-300, max_value=1e300)), min_size=1, max_size=40)
 )
 def test_nonnegative_median_property(values):
-    # against jnp.median, the function it replaces: with subnormal values both halve in XLA, which
-    # flushes subnormal results to zero on the CPU, where NumPy keeps them
-    values = jnp.asarray(values, jnp.float64)
-    assert float(nonnegative_median(values)) == float(jnp.median(values))
+    # Normal floats (and zeros), whose averages stay normal: XLA on the CPU flushes subnormal
+    # arithmetic to zero (jnp.median([5e-324]) is 0.0), NumPy does not, so there the two disagree.
+    values = np.asarray(values, np.float64)
+    assert float(nonnegative_median(jnp.asarray(values))) == float(np.median(values))
 
 
 @pytest.mark.parametrize("count", [9, 10])
