@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from mmdstyle._io import atomic_path
 
@@ -59,8 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
     arguments = parser.parse_args(argv)
-    for path in arguments.notebooks or NOTEBOOKS:
-        print(f"{path.name}: {store(path):.0f} s", flush=True)
+    paths = arguments.notebooks or list(NOTEBOOKS)
+    for path in paths:  # every name is checked before the first notebook runs
+        if path.suffix != ".ipynb" or not path.is_file():
+            parser.error(
+                f"{path} is not a notebook file: name .ipynb files, e.g. notebooks/01_gram_is_mmd.ipynb."
+            )
+    for path in paths:
+        try:
+            seconds = store(path)
+        except CellExecutionError as error:
+            print(
+                f"{path.name}: a cell failed, so the stored notebook is unchanged.\n{error}", file=sys.stderr
+            )
+            return 1
+        print(f"{path.name}: {seconds:.0f} s", flush=True)
     return 0
 
 

@@ -12,7 +12,7 @@ import re
 import nbformat
 import pytest
 
-from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute
+from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute, main
 
 #: The notebooks the project promises (the notebooks issue); more may be added.
 PROMISED = (
@@ -112,3 +112,36 @@ def test_notebook_teaches_with_exercises_and_references(path):
 def test_notebook_runs_top_to_bottom(path):
     """Every cell runs without an error, in a fresh kernel, and writes nothing to stderr."""
     assert_clean_outputs(execute(path), path.name)
+
+
+def test_refresh_command_checks_its_arguments_first(tmp_path, capsys):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a notebook")
+    for argument in (str(tmp_path / "missing.ipynb"), str(text_file)):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(NOTEBOOKS[0]), argument])  # the first, valid, one must not run either
+        assert exit_info.value.code == 2
+        assert "is not a notebook file" in capsys.readouterr().err
+
+
+def test_refresh_command_leaves_a_failing_notebook_unchanged(tmp_path, capsys):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("print('ran')"), new_code_cell("1 / 0")]), path)
+    before = path.read_bytes()
+    assert main([str(path)]) == 1
+    assert "ZeroDivisionError" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_refresh_command_stores_outputs_without_timestamps(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 6 * 7"), new_code_cell("print(x)")]), path)
+    assert main([str(path)]) == 0
+    stored = nbformat.read(path, as_version=4)
+    assert [cell.execution_count for cell in stored.cells] == [1, 2]
+    assert stored.cells[1].outputs[0].text == "42\n"
+    assert all("execution" not in cell.metadata for cell in stored.cells)
