@@ -41,13 +41,6 @@ def assert_clean_outputs(notebook: nbformat.NotebookNode, name: str) -> None:
                 assert output.name == "stdout", f"{name}, code cell {index} writes to stderr:\n{output.text}"
 
 
-def test_the_promised_notebooks_exist_and_are_listed():
-    assert [path.stem for path in NOTEBOOKS][: len(PROMISED)] == list(PROMISED)
-    listing = (NOTEBOOK_DIRECTORY / "README.md").read_text()
-    for path in NOTEBOOKS:
-        assert f"({path.name})" in listing, f"notebooks/README.md does not link {path.name}"
-
-
 def assert_stored_executed(notebook: nbformat.NotebookNode, name: str) -> None:
     """Outputs are stored (a code host shows them) from one clean run: counts 1, 2, 3, ... in order."""
     nbformat.validate(notebook)
@@ -62,6 +55,13 @@ def assert_stored_executed(notebook: nbformat.NotebookNode, name: str) -> None:
     figures = [output for cell in cells for output in cell.outputs if "image/png" in output.get("data", {})]
     assert figures, f"{name} stores no figure"
     assert_clean_outputs(notebook, name)
+
+
+def test_the_promised_notebooks_exist_and_are_listed():
+    assert [path.stem for path in NOTEBOOKS][: len(PROMISED)] == list(PROMISED)
+    listing = (NOTEBOOK_DIRECTORY / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert f"({path.name})" in listing, f"notebooks/README.md does not link {path.name}"
 
 
 @by_name
