@@ -32,15 +32,15 @@ CONTENT = "relu4_2"
 
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray]:
-    from mmdstyle.samples import load_sample
+    from mmdstyle.style.samples import load_sample
 
     return load_sample("chelsea", size=size), load_sample("hubble", size=size)
 
 
 def run_mmdstyle(size: int, steps: int, optimizer: str) -> dict:
     from mmdstyle.features import random_vgg19
-    from mmdstyle.objective import TransferConfig
-    from mmdstyle.transfer import transfer
+    from mmdstyle.style.engine import transfer
+    from mmdstyle.style.objective import TransferConfig
 
     content, style = images(size)
     network = random_vgg19(0, pooling="average")
@@ -172,7 +172,7 @@ def main() -> None:
             ratio = ours["seconds_per_step"] / theirs["seconds_per_step"]
             print(f"  {optimizer:<5} mmdstyle / torch per step: {ratio:.2f}")
     if arguments.json:
-        from mmdstyle._io import write_json
+        from mmdstyle.features.files import write_json
 
         write_json(arguments.json, figures)
 

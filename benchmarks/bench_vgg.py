@@ -212,7 +212,7 @@ def main() -> None:
         print(f"  {variant:<32} {seconds * 1e3:8.1f} ms{ratio}")
         figures["variants"][variant] = seconds
     if arguments.json:
-        from mmdstyle._io import write_json
+        from mmdstyle.features.files import write_json
 
         write_json(arguments.json, figures)
 

@@ -2,11 +2,19 @@
 
 Gatys et al.'s Gram-matrix style loss is the biased MMD^2 with the kernel (a^T b)^2, divided by
 4 d^2 (Li et al., 2017). mmdstyle computes both, with any kernel and estimator, and proves the
-identity numerically. Formulas and conventions: MATH.md in the project's shared notes, and the
+identity numerically. Formulas and conventions: ``docs/math.md`` in the repository, and the
 docstrings of each function.
+
+This package is the mathematical core: arrays of samples in, scalars out. The layers above it
+are subpackages, each importing only from those below: :mod:`mmdstyle.features` (extractors,
+weights), :mod:`mmdstyle.style` (loss specs, the transfer engine, images), :mod:`mmdstyle.analysis`
+(verification, tests, comparisons, figures) and :mod:`mmdstyle.cli` (the ``mmdstyle`` command).
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from mmdstyle import kernels
+from mmdstyle._checks import as_samples
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import (
     AbstractKernel,
@@ -20,16 +28,10 @@ from mmdstyle.losses import bn_style_loss, content_loss, gram_matrix, gram_style
 from mmdstyle.mmd import mmd2, select_route
 from mmdstyle.two_sample import TwoSampleTestResult, mmd2_test
 
-__version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    # The math core imports no network code; ``mmdstyle.features`` (Flax) loads on first access.
-    if name == "features":
-        import importlib
-
-        return importlib.import_module("mmdstyle.features")
-    raise AttributeError(f"module 'mmdstyle' has no attribute {name!r}")
+try:
+    __version__ = version("mmdstyle")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "Linear",
     "Polynomial",
     "TwoSampleTestResult",
+    "as_samples",
     "bn_style_loss",
     "content_loss",
     "from_function",

@@ -11,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+#: The MMD^2 estimators (docs/math.md, "Estimators").
 ESTIMATORS = ("biased", "unbiased", "linear")
+#: The estimators that sum the kernel over all pairs: the Gram identity is the biased one's.
+ALL_PAIRS_ESTIMATORS = ("biased", "unbiased")
 
 
 def is_traced(value: Any) -> bool:
@@ -61,14 +64,28 @@ def common_dtype(*arrays: Array) -> list[Array]:
     return [a.astype(dtype) for a in arrays]
 
 
-def as_samples(name: str, value: Any, *, allow_feature_map: bool) -> Float[Array, "m d"]:
-    """Samples (m, d); with ``allow_feature_map`` a feature map (h, w, d) is reshaped to (h*w, d)."""
+def as_samples(feature_map: Any) -> Any:
+    """A feature map ``(h, w, c)`` (or samples ``(m, c)``) as samples ``(h * w, c)``: one row per position.
+
+    The one reshape every caller shares (docs/math.md, "Samples, not feature maps"): rows are
+    spatial positions, columns are channels. NumPy arrays stay NumPy arrays, JAX arrays (and
+    tracers) stay JAX arrays.
+    """
+    return feature_map.reshape(-1, feature_map.shape[-1])
+
+
+def check_samples(name: str, value: Any, *, allow_feature_map: bool) -> Float[Array, "m d"]:
+    """Samples (m, d); with ``allow_feature_map`` a feature map (h, w, d) becomes (h*w, d) samples."""
     array = as_float_array(name, value)
     if allow_feature_map and array.ndim == 3:
-        return array.reshape(-1, array.shape[-1])
+        return as_samples(array)
     if array.ndim != 2:
         accepted = "samples (m, d) or a feature map (h, w, d)" if allow_feature_map else "samples (m, d)"
-        advice = " Reshape a feature map (h, w, d) with x.reshape(-1, d)." if not allow_feature_map else ""
+        advice = (
+            " Reshape a feature map (h, w, d) with mmdstyle.as_samples(x), i.e. x.reshape(-1, d)."
+            if not allow_feature_map
+            else ""
+        )
         raise ValueError(
             f"{name} must be {accepted}: rows are samples, columns are channels; "
             f"got shape {tuple(array.shape)}.{advice}"
@@ -80,8 +97,8 @@ def check_sample_pair(
     x: Any, y: Any, *, allow_feature_map: bool = False
 ) -> tuple[Float[Array, "m d"], Float[Array, "n d"]]:
     """Two sample sets with the same number of channels, cast to one floating dtype."""
-    x = as_samples("x", x, allow_feature_map=allow_feature_map)
-    y = as_samples("y", y, allow_feature_map=allow_feature_map)
+    x = check_samples("x", x, allow_feature_map=allow_feature_map)
+    y = check_samples("y", y, allow_feature_map=allow_feature_map)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"x and y must have the same number of channels d: x has shape {tuple(x.shape)} "
@@ -109,12 +126,18 @@ def check_estimator(estimator: str, m: int, n: int) -> None:
         )
 
 
+def check_integer(name: str, value: Any, *, minimum: int = 1, hint: str = "") -> int:
+    """``value`` as an int, checked to be a whole number >= ``minimum`` (booleans are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ValueError(f"{name} must be {what}{hint}, got {value!r}.")
+    return int(value)
+
+
 def check_block_size(block_size: Any) -> None:
     """``block_size`` is None (automatic) or a positive integer."""
-    if block_size is None:
-        return
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer or None (automatic), got {block_size!r}.")
+    if block_size is not None:
+        check_integer("block_size", block_size, hint=" or None (automatic)")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> Any:
@@ -127,7 +150,5 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> Any:
 
 def check_max_samples(max_samples: Any) -> None:
     """``max_samples``: a whole number >= 2, or None for all samples."""
-    if max_samples is not None and (
-        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2
-    ):
-        raise ValueError(f"max_samples must be a whole number >= 2 (or None for all), got {max_samples!r}.")
+    if max_samples is not None:
+        check_integer("max_samples", max_samples, minimum=2, hint=" (or None for all)")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import as_samples, check_sample_pair
+from mmdstyle._checks import check_integer, check_sample_pair, check_samples
 from mmdstyle.kernels import squared_distances
 
 __all__ = ["mean_bandwidth", "median_bandwidth"]
@@ -27,7 +27,7 @@ __all__ = ["mean_bandwidth", "median_bandwidth"]
 
 def _pooled(x: ArrayLike, y: ArrayLike | None) -> Float[Array, "N d"]:
     if y is None:
-        samples = as_samples("x", x, allow_feature_map=False)
+        samples = check_samples("x", x, allow_feature_map=False)
     else:
         samples = jnp.concatenate(check_sample_pair(x, y))
     if samples.shape[0] < 2:
@@ -61,8 +61,7 @@ def median_bandwidth(
       "Large sample analysis of the median heuristic", 2017. https://arxiv.org/abs/1707.07269
     """
     samples = _pooled(x, y)
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2:
-        raise ValueError(f"max_samples must be an integer >= 2, got {max_samples!r}.")
+    check_integer("max_samples", max_samples, minimum=2)
     if samples.shape[0] > max_samples:
         key = jax.random.key(0) if key is None else key
         subset = jax.random.choice(key, samples.shape[0], (max_samples,), replace=False)

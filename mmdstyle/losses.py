@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import as_samples, check_sample_pair, check_scalar
+from mmdstyle._checks import check_sample_pair, check_samples, check_scalar
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Polynomial
 from mmdstyle.mmd import mmd2
 
@@ -31,7 +31,7 @@ def gram_matrix(x: ArrayLike) -> Float[Array, "d d"]:
     samples are its transpose, so the matrix is the same. Not normalised; matmul at HIGHEST
     precision (GPUs would otherwise use TF32).
     """
-    x = as_samples("x", x, allow_feature_map=True)
+    x = check_samples("x", x, allow_feature_map=True)
     return jnp.matmul(x.T, x, precision=HIGHEST)
 
 

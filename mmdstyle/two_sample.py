@@ -24,14 +24,16 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from mmdstyle._checks import check_block_size, check_estimator, check_sample_pair
+from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_integer, check_sample_pair
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel
 from mmdstyle.mmd import default_block_size, linear_time_mmd2, mmd2, select_route
 
-__all__ = ["TwoSampleTestResult", "mmd2_test"]
+__all__ = ["METHODS", "TwoSampleTestResult", "mmd2_test", "select_method"]
 
-#: Up to this many pooled samples the test builds the pooled kernel matrix once and evaluates all
-#: relabellings with one matmul; above it, each relabelling recomputes MMD^2 in bounded memory.
+METHODS = ("auto", "matrix", "permutation")
+
+#: ``method="auto"`` builds the pooled kernel matrix up to this many pooled samples (128 MiB in
+#: float64), and recomputes MMD^2 per relabelling in bounded memory above it.
 MATRIX_SAMPLES = 4096
 
 
@@ -66,6 +68,7 @@ def mmd2_test(
     key: jax.Array | None = None,
     estimator: str = "unbiased",
     block_size: int | None = None,
+    method: str = "auto",
 ) -> TwoSampleTestResult:
     """Permutation two-sample test with the MMD^2 statistic; jit-compiled.
 
@@ -78,7 +81,13 @@ def mmd2_test(
         possible is 1 / (B + 1).
       key: PRNG key (default ``jax.random.key(0)``: reproducible).
       estimator: ``"unbiased"`` (default), ``"biased"`` or ``"linear"``.
-      block_size: for the bounded-memory path on large samples (see :func:`mmdstyle.mmd2`).
+      block_size: for the ``"permutation"`` method (see :func:`mmdstyle.mmd2`).
+      method: how the relabelled statistics are computed (see :func:`select_method`):
+        ``"matrix"`` builds the pooled (m + n) x (m + n) kernel matrix once and evaluates every
+        relabelling with two matrix products (fast, O((m + n)^2) memory; not for the linear
+        estimator, which never forms pairs across the sample); ``"permutation"`` computes MMD^2
+        afresh for each relabelling with :func:`mmdstyle.mmd2`'s routes (bounded memory);
+        ``"auto"`` takes the matrix up to ``MATRIX_SAMPLES`` pooled samples.
 
     Returns:
       A :class:`TwoSampleTestResult` with the statistic, the p-value and the permuted statistics.
@@ -86,16 +95,33 @@ def mmd2_test(
     x, y = check_sample_pair(x, y)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
-    if isinstance(num_permutations, bool) or not isinstance(num_permutations, int) or num_permutations < 1:
-        raise ValueError(f"num_permutations must be a positive integer, got {num_permutations!r}.")
+    check_integer("num_permutations", num_permutations)
     check_kernel("kernel", kernel)
+    chosen = select_method(method, estimator, x.shape[0] + y.shape[0])
     key = jax.random.key(0) if key is None else key
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
-    return _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size)
+    return _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size, chosen)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def select_method(method: str, estimator: str, pooled_samples: int) -> str:
+    """The method :func:`mmd2_test` uses: ``"matrix"`` or ``"permutation"``.
+
+    Raises:
+      ValueError: an unknown method, or ``"matrix"`` with the linear-time estimator.
+    """
+    check_choice("method", method, METHODS)
+    if method == "matrix" and estimator == "linear":
+        raise ValueError(
+            "method='matrix' sums kernel values over all pairs, which the linear-time estimator never "
+            "forms; use method='permutation' (or 'auto') with estimator='linear'."
+        )
+    if method == "auto":
+        return "matrix" if estimator != "linear" and pooled_samples <= MATRIX_SAMPLES else "permutation"
+    return method
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
 def _mmd2_test(
     x: Float[Array, "m d"],
     y: Float[Array, "n d"],
@@ -104,6 +130,7 @@ def _mmd2_test(
     num_permutations: int,
     estimator: str,
     block_size: int,
+    method: str,
 ) -> TwoSampleTestResult:
     m = x.shape[0]
     pooled = jnp.concatenate([x, y])
@@ -113,7 +140,7 @@ def _mmd2_test(
     identity = jnp.arange(size)[None, :]
     orders = jnp.concatenate([identity, permutations])  # row 0 is the observed labelling
 
-    if estimator != "linear" and size <= MATRIX_SAMPLES:
+    if method == "matrix":
         statistics = _statistics_from_matrix(pooled, m, kernel, orders, unbiased=estimator == "unbiased")
     else:
         route = select_route(kernel, estimator)

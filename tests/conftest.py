@@ -1,6 +1,7 @@
 """Test configuration: float64 available, JAX strict about ranks and dtypes.
 
-Equivalence tests run in float64 (MATH.md); float32 cases build float32 arrays explicitly.
+Equivalence tests run in float64 (docs/math.md, "Numerics"); float32 cases build float32 arrays
+explicitly.
 Strict promotion (as in equinox's test suite) makes any silent float32/float64 mixing or rank
 broadcasting inside the package an error. jaxtyping checks every annotated shape at runtime
 (``--jaxtyping-packages`` in pyproject.toml).
@@ -10,6 +11,8 @@ import jax
 import jaxtyping
 import numpy as np
 import pytest
+
+from tests.helpers import TINY_VGG_WIDTHS
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -45,20 +48,14 @@ def standard_dtype_promotion():
         yield
 
 
-#: VGG-19's layout with a few channels per convolution: every layer exists, nothing is slow.
-TINY_VGG_WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
-
-
 @pytest.fixture
-def tiny_vgg(monkeypatch):
+def tiny_vgg():
     """Registers ``tiny-vgg`` (a seeded random VGG-19 of TINY_VGG_WIDTHS) for this test only."""
-    from mmdstyle.features import random_vgg19, registry
+    from mmdstyle.features import random_vgg19, register_extractor, registry_scope
 
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register_extractor(
-        "tiny-vgg", lambda **options: random_vgg19(0, widths=TINY_VGG_WIDTHS, **options)
-    )
-    return "tiny-vgg"
+    with registry_scope():
+        register_extractor("tiny-vgg", lambda **options: random_vgg19(0, widths=TINY_VGG_WIDTHS, **options))
+        yield "tiny-vgg"
 
 
 def pytest_collection_modifyitems(items):

@@ -18,7 +18,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from mmdstyle._io import atomic_path
+from mmdstyle.features.files import atomic_path
 
 NOTEBOOK_DIRECTORY = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = tuple(sorted(NOTEBOOK_DIRECTORY.glob("*.ipynb")))

@@ -1,4 +1,13 @@
-"""Brute-force float64 NumPy references, written from MATH.md independently of the package."""
+"""The tests' only brute-force float64 NumPy references, written from docs/math.md, not from the package.
+
+linear                          a^T b
+polynomial(degree, c, scale)    (scale a^T b + c)^degree
+gaussian(sigma)                 exp(-||a - b||^2 / (2 sigma^2))
+laplacian(sigma)                exp(-||a - b|| / sigma)
+sum_of, product_of, scaled      compositions, entry by entry
+kernel_matrix, mmd2             by plain loops over pairs
+gram_style_loss                 Gatys' formula, with feature maps F = samples transposed
+"""
 
 from collections.abc import Callable
 
@@ -8,7 +17,8 @@ KernelFunction = Callable[[np.ndarray, np.ndarray], float]
 
 
 def kernel_matrix(function: KernelFunction, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.array([[function(a, b) for b in y] for a in x], dtype=np.float64)
+    """The kernel matrix by a plain double loop."""
+    return np.array([[function(a, b) for b in y] for a in x], dtype=np.float64).reshape(len(x), len(y))
 
 
 def mmd2(function: KernelFunction, x: np.ndarray, y: np.ndarray, estimator: str) -> float:
@@ -58,3 +68,23 @@ def gaussian(sigma: float) -> KernelFunction:
 
 def laplacian(sigma: float) -> KernelFunction:
     return lambda a, b: float(np.exp(-np.sqrt(np.sum((a - b) ** 2)) / sigma))
+
+
+def l1_exponential(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.exp(-np.sum(np.abs(a - b))))
+
+
+def cubic(a: np.ndarray, b: np.ndarray) -> float:
+    return float((np.sum(a * b) + 1.0) ** 3)
+
+
+def sum_of(f: KernelFunction, g: KernelFunction) -> KernelFunction:
+    return lambda a, b: f(a, b) + g(a, b)
+
+
+def product_of(f: KernelFunction, g: KernelFunction) -> KernelFunction:
+    return lambda a, b: f(a, b) * g(a, b)
+
+
+def scaled(factor: float, f: KernelFunction) -> KernelFunction:
+    return lambda a, b: factor * f(a, b)

@@ -1,4 +1,4 @@
-"""Per-layer two-sample tests, Holm's correction, and the image-to-samples helpers."""
+"""Per-layer two-sample tests and Holm's correction (mmdstyle/analysis/layer_tests.py)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdstyle import Gaussian, cli
-from mmdstyle.analysis import (
+from mmdstyle.analysis.layer_tests import (
     LayerTestReport,
-    cast_extractor,
-    extractor_layers,
-    extractor_samples,
     holm_adjust,
     image_two_sample_tests,
     layer_two_sample_tests,
-    subsample,
 )
 from mmdstyle.features import random_vgg19
-from mmdstyle.samples import load_sample
-from mmdstyle.specs import SpecError
-from tests.conftest import TINY_VGG_WIDTHS
+from mmdstyle.style.samples import load_sample
+from mmdstyle.style.specs import SpecError
 from tests.figures import assert_nontrivial_png
+from tests.helpers import TINY_VGG_WIDTHS
 
 # ---------------------------------------------------------------- Holm
 
@@ -233,39 +229,3 @@ def test_cli_test_bad_input_exits_2(tiny_vgg, tmp_path, monkeypatch, capsys, arg
     assert cli.main(["test", "--extractor", tiny_vgg, *arguments]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def test_cast_extractor_changes_the_weights_dtype_only(network):
-    wide = cast_extractor(network, jnp.float64)
-    image = np.random.default_rng(0).uniform(size=(16, 16, 3))
-    features = wide(jnp.asarray(image), ("relu2_1",))["relu2_1"]
-    assert features.dtype == jnp.float64
-    reference = network(jnp.asarray(image, jnp.float32), ("relu2_1",))["relu2_1"]
-    np.testing.assert_allclose(features, reference, rtol=1e-5, atol=1e-6)
-    assert network.convolutions[0].kernel.dtype == jnp.float32  # the original is untouched
-    function = lambda image, layers: {}  # noqa: E731
-    assert cast_extractor(function, jnp.float64) is function
-
-
-def test_extractor_layers_and_samples(network):
-    assert extractor_layers(network, None) == network.default_style_layers
-    assert extractor_layers(network, ["relu1_2"]) == ("relu1_2",)
-    with pytest.raises(ValueError, match="unknown"):
-        extractor_layers(network, ["relu0"])
-    with pytest.raises(ValueError, match="distinct"):
-        extractor_layers(network, ["relu1_1", "relu1_1"])
-    samples = extractor_samples(network, np.zeros((16, 8, 3), np.float32), ("relu1_1", "relu2_1"))
-    assert samples["relu1_1"].shape == (128, 4)
-    assert samples["relu2_1"].shape == (32, 8)
-
-
-def test_subsample_draws_distinct_rows_in_order(rng):
-    samples = np.arange(100.0)[:, None]
-    drawn = subsample(samples, 10, np.random.default_rng(1))
-    assert drawn.shape == (10, 1)
-    assert np.all(np.diff(drawn[:, 0]) > 0)
-    assert subsample(samples, 100, rng) is samples
-    assert subsample(samples, None, rng) is samples

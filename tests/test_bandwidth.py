@@ -17,6 +17,7 @@ from hypothesis import given, settings
 
 import mmdstyle as ms
 from mmdstyle.bandwidth import nonnegative_median
+from tests.helpers import CHANNELS, OTHER_SAMPLE_COUNTS, SAMPLE_COUNTS
 
 # Both sides compute the same squared distances up to a few ulps (the package through the
 # matmul expansion after centring, NumPy by direct differences); a median or mean of O(1) values
@@ -75,9 +76,9 @@ def test_median_bandwidth_far_from_the_origin(rng):
 @settings(max_examples=4, deadline=None)
 @given(
     # A few sizes, including the smallest pooled size 2, so compiled programs get reused.
-    m=st.sampled_from([1, 6]),
-    n=st.sampled_from([1, 7]),
-    d=st.sampled_from([1, 3]),
+    m=SAMPLE_COUNTS,
+    n=OTHER_SAMPLE_COUNTS,
+    d=CHANNELS,
     seed=st.integers(0, 2**31 - 1),
     spread=st.floats(0.1, 10.0),
 )

@@ -83,7 +83,7 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         (["transfer", "sample:chelsea"], "CONTENT image and at least one STYLE"),
         (["synthesize", "--loss", "mmd:gauss"], "unknown kernel 'gauss'"),
         (["synthesize", "--extractor", "vgg16"], "unknown extractor 'vgg16'"),
-        (["synthesize", "--style-layers", "relu1_1,fc7"], "no layer"),
+        (["synthesize", "--style-layers", "relu1_1,fc7"], "unknown layer name(s) ['fc7']"),
         (["synthesize", "--steps", "0"], "steps must be a positive integer"),
     ],
 )

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from mmdstyle import cli
-from mmdstyle.analysis import cast_extractor
-from mmdstyle.comparison import Comparison, compare_losses, style_discrepancies
-from mmdstyle.features import random_vgg19
-from mmdstyle.objective import Objective, TransferConfig
-from mmdstyle.samples import load_sample
-from mmdstyle.specs import SpecError
-from tests.conftest import TINY_VGG_WIDTHS
+from mmdstyle.analysis.comparison import Comparison, compare_losses, style_discrepancies
+from mmdstyle.features import cast_extractor, random_vgg19
+from mmdstyle.style.objective import Objective, TransferConfig
+from mmdstyle.style.samples import load_sample
+from mmdstyle.style.specs import SpecError
 from tests.figures import assert_nontrivial_png
+from tests.helpers import TINY_VGG_WIDTHS
 
 pytestmark = pytest.mark.usefixtures("standard_dtype_promotion")  # optax on float32 images, see conftest
 LAYERS = ("relu1_1", "relu2_1")
@@ -118,16 +117,16 @@ def test_the_start_row_is_the_image_the_runs_started_from(network, images):
     expected = np.random.default_rng(3).uniform(0.0, 1.0, (16, 16, 3)).astype(np.float32)
     np.testing.assert_array_equal(comparison.start, expected)
     objective = Objective(dataclasses.replace(config, loss="bn"), network, None, [comparison.style])
-    terms = objective.terms_of(jnp.asarray(comparison.start), network, objective.targets)
+    terms = objective.terms_of(jnp.asarray(comparison.start), network)
     np.testing.assert_allclose(
         comparison.runs[0].history[0]["style"]["relu1_1"], terms["style"]["relu1_1"], rtol=1e-6
     )
 
 
 def test_every_spec_is_checked_before_the_first_run(network, images, monkeypatch, as_a_user):
-    import mmdstyle.transfer
+    import mmdstyle.style.engine
 
-    monkeypatch.setattr(mmdstyle.transfer, "transfer", lambda *a, **k: pytest.fail("a run started"))
+    monkeypatch.setattr(mmdstyle.style.engine, "transfer", lambda *a, **k: pytest.fail("a run started"))
     config = TransferConfig(size=16, steps=1, style_layers=LAYERS)
     with pytest.raises(SpecError, match="unknown loss"):
         compare_losses(*images, ["gram", "mmd:linear", "gramm"], config, extractor=network)

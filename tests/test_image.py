@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdstyle.image import fit_within, load_image, resize, resize_cover, save_image
-from mmdstyle.samples import SAMPLES, load_sample, resolve_image, sample_path
+from mmdstyle.style.images import fit_within, load_image, resize, resize_cover, save_image
+from mmdstyle.style.samples import SAMPLES, load_sample, resolve_image, sample_path
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_every_bundled_sample_loads_and_is_attributed():
 def test_json_reports_write_non_finite_numbers_as_null(tmp_path):
     import json
 
-    from mmdstyle._io import write_json
+    from mmdstyle.features.files import write_json
 
     write_json(tmp_path / "r.json", {"loss": [1.0, float("nan"), float("inf")], "ok": {"x": 2}})
     assert json.loads((tmp_path / "r.json").read_text()) == {"loss": [1.0, None, None], "ok": {"x": 2}}

@@ -1,12 +1,4 @@
-"""Kernels (mmdstyle/kernels.py) against brute-force float64 NumPy references of MATH.md.
-
-The references below are written from the formulas in MATH.md, not from the package:
-
-    Linear                          a^T b
-    Polynomial(degree, c, scale)    (scale a^T b + c)^degree
-    Gaussian(sigma)                 exp(-||a - b||^2 / (2 sigma^2))
-    Laplacian(sigma)                exp(-||a - b|| / sigma)
-"""
+"""Kernels (mmdstyle/kernels.py) against the brute-force float64 NumPy references of tests/reference.py."""
 
 from __future__ import annotations
 
@@ -23,6 +15,8 @@ from hypothesis import given, settings
 
 import mmdstyle as ms
 from mmdstyle.kernels import squared_distances
+from tests import reference
+from tests.helpers import CHANNELS, OTHER_SAMPLE_COUNTS, SAMPLE_COUNTS
 
 # Agreement with a float64 double loop: the package uses one matmul and the expansion
 # ||a||^2 + ||b||^2 - 2 a^T b, which differ from the loop only by a few ulps of the O(1)-O(100)
@@ -31,55 +25,6 @@ from mmdstyle.kernels import squared_distances
 # a difference of O(10) terms is meaningless; it is 1e-12 of the typical entry size.
 RTOL = 1e-12
 ATOL = 1e-12
-
-
-# ----------------------------------------------------------------------------------------------
-# Independent NumPy references
-
-
-def np_linear() -> Callable[[np.ndarray, np.ndarray], float]:
-    return lambda a, b: float(np.sum(a * b))
-
-
-def np_polynomial(degree: int, c: float = 0.0, scale: float = 1.0) -> Callable:
-    return lambda a, b: float((scale * np.sum(a * b) + c) ** degree)
-
-
-def np_gaussian(sigma: float) -> Callable:
-    return lambda a, b: float(np.exp(-np.sum((a - b) ** 2) / (2.0 * sigma**2)))
-
-
-def np_laplacian(sigma: float) -> Callable:
-    return lambda a, b: float(np.exp(-np.sqrt(np.sum((a - b) ** 2)) / sigma))
-
-
-def np_l1_exponential(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.exp(-np.sum(np.abs(a - b))))
-
-
-def np_cubic(a: np.ndarray, b: np.ndarray) -> float:
-    return float((np.sum(a * b) + 1.0) ** 3)
-
-
-def np_sum(f: Callable, g: Callable) -> Callable:
-    return lambda a, b: f(a, b) + g(a, b)
-
-
-def np_product(f: Callable, g: Callable) -> Callable:
-    return lambda a, b: f(a, b) * g(a, b)
-
-
-def np_scaled(factor: float, f: Callable) -> Callable:
-    return lambda a, b: factor * f(a, b)
-
-
-def np_matrix(f: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The kernel matrix by a plain double loop."""
-    out = np.empty((x.shape[0], y.shape[0]))
-    for i in range(x.shape[0]):
-        for j in range(y.shape[0]):
-            out[i, j] = f(x[i], y[j])
-    return out
 
 
 def user_l1_exponential(a, b):
@@ -93,60 +38,60 @@ def user_cubic(a, b):
 def kernel_cases() -> list[tuple[str, Callable[[], ms.AbstractKernel], Callable]]:
     """(id, kernel factory, NumPy reference). Parameters are Python numbers: fine in float32 too."""
     return [
-        ("linear", lambda: ms.Linear(), np_linear()),
-        ("poly1", lambda: ms.Polynomial(1), np_polynomial(1)),
-        ("poly2", lambda: ms.Polynomial(2), np_polynomial(2)),
-        ("poly2_c2_s0.1", lambda: ms.Polynomial(2, c=2.0, scale=0.1), np_polynomial(2, 2.0, 0.1)),
-        ("poly3_c1_s0.5", lambda: ms.Polynomial(3, c=1.0, scale=0.5), np_polynomial(3, 1.0, 0.5)),
-        ("poly4_c0.5_s2", lambda: ms.Polynomial(4, c=0.5, scale=2.0), np_polynomial(4, 0.5, 2.0)),
-        ("gaussian1", lambda: ms.Gaussian(1.0), np_gaussian(1.0)),
-        ("gaussian0.7", lambda: ms.Gaussian(0.7), np_gaussian(0.7)),
-        ("gaussian_int_sigma", lambda: ms.Gaussian(2), np_gaussian(2.0)),
-        ("gaussian_np_sigma", lambda: ms.Gaussian(np.float64(1.5)), np_gaussian(1.5)),
-        ("laplacian1.3", lambda: ms.Laplacian(1.3), np_laplacian(1.3)),
-        ("function_l1", lambda: ms.kernels.from_function(user_l1_exponential), np_l1_exponential),
-        ("function_cubic", lambda: ms.kernels.from_function(user_cubic, name="cubic"), np_cubic),
+        ("linear", lambda: ms.Linear(), reference.linear),
+        ("poly1", lambda: ms.Polynomial(1), reference.polynomial(1)),
+        ("poly2", lambda: ms.Polynomial(2), reference.polynomial(2)),
+        ("poly2_c2_s0.1", lambda: ms.Polynomial(2, c=2.0, scale=0.1), reference.polynomial(2, 2.0, 0.1)),
+        ("poly3_c1_s0.5", lambda: ms.Polynomial(3, c=1.0, scale=0.5), reference.polynomial(3, 1.0, 0.5)),
+        ("poly4_c0.5_s2", lambda: ms.Polynomial(4, c=0.5, scale=2.0), reference.polynomial(4, 0.5, 2.0)),
+        ("gaussian1", lambda: ms.Gaussian(1.0), reference.gaussian(1.0)),
+        ("gaussian0.7", lambda: ms.Gaussian(0.7), reference.gaussian(0.7)),
+        ("gaussian_int_sigma", lambda: ms.Gaussian(2), reference.gaussian(2.0)),
+        ("gaussian_np_sigma", lambda: ms.Gaussian(np.float64(1.5)), reference.gaussian(1.5)),
+        ("laplacian1.3", lambda: ms.Laplacian(1.3), reference.laplacian(1.3)),
+        ("function_l1", lambda: ms.kernels.from_function(user_l1_exponential), reference.l1_exponential),
+        ("function_cubic", lambda: ms.kernels.from_function(user_cubic, name="cubic"), reference.cubic),
         (
             "sum_gaussian_linear",
             lambda: ms.Gaussian(1.0) + ms.Linear(),
-            np_sum(np_gaussian(1.0), np_linear()),
+            reference.sum_of(reference.gaussian(1.0), reference.linear),
         ),
         (
             "sum_poly_laplacian",
             lambda: ms.Polynomial(2) + ms.Laplacian(0.5),
-            np_sum(np_polynomial(2), np_laplacian(0.5)),
+            reference.sum_of(reference.polynomial(2), reference.laplacian(0.5)),
         ),
         (
             "product_gaussian_poly",
             lambda: ms.Gaussian(1.0) * ms.Polynomial(2, c=1.0),
-            np_product(np_gaussian(1.0), np_polynomial(2, 1.0)),
+            reference.product_of(reference.gaussian(1.0), reference.polynomial(2, 1.0)),
         ),
         (
             "product_linear_linear",
             lambda: ms.Linear() * ms.Linear(),
-            np_product(np_linear(), np_linear()),
+            reference.product_of(reference.linear, reference.linear),
         ),
-        ("scaled_left", lambda: 2.5 * ms.Gaussian(0.8), np_scaled(2.5, np_gaussian(0.8))),
+        ("scaled_left", lambda: 2.5 * ms.Gaussian(0.8), reference.scaled(2.5, reference.gaussian(0.8))),
         (
             "scaled_right",
             lambda: ms.Polynomial(2, c=1.0) * 0.3,
-            np_scaled(0.3, np_polynomial(2, 1.0)),
+            reference.scaled(0.3, reference.polynomial(2, 1.0)),
         ),
-        ("scaled_int", lambda: 3 * ms.Laplacian(1.0), np_scaled(3.0, np_laplacian(1.0))),
-        ("gaussian_cubed", lambda: ms.Gaussian(1.2) ** 3, lambda a, b: np_gaussian(1.2)(a, b) ** 3),
-        ("poly1_cubed", lambda: ms.Polynomial(1, c=1.0) ** 3, np_polynomial(3, 1.0)),
-        ("linear_squared", lambda: ms.Linear() ** 2, np_polynomial(2)),
+        ("scaled_int", lambda: 3 * ms.Laplacian(1.0), reference.scaled(3.0, reference.laplacian(1.0))),
+        ("gaussian_cubed", lambda: ms.Gaussian(1.2) ** 3, lambda a, b: reference.gaussian(1.2)(a, b) ** 3),
+        ("poly1_cubed", lambda: ms.Polynomial(1, c=1.0) ** 3, reference.polynomial(3, 1.0)),
+        ("linear_squared", lambda: ms.Linear() ** 2, reference.polynomial(2)),
         (
             "function_power",
             lambda: ms.kernels.from_function(user_l1_exponential) ** 2,
-            lambda a, b: np_l1_exponential(a, b) ** 2,
+            lambda a, b: reference.l1_exponential(a, b) ** 2,
         ),
         (
             "nested",
             lambda: 0.5 * (ms.Linear() + ms.Polynomial(2, c=1.0)) * ms.Gaussian(2.0),
-            np_product(
-                np_scaled(0.5, np_sum(np_linear(), np_polynomial(2, 1.0))),
-                np_gaussian(2.0),
+            reference.product_of(
+                reference.scaled(0.5, reference.sum_of(reference.linear, reference.polynomial(2, 1.0))),
+                reference.gaussian(2.0),
             ),
         ),
     ]
@@ -182,16 +127,16 @@ def all_evaluations(kernel, x, y, y_paired):
     }
 
 
-@pytest.mark.parametrize(("name", "make_kernel", "reference"), CASES, ids=CASE_IDS)
-def test_kernel_values_match_double_loop(name, make_kernel, reference, samples):
+@pytest.mark.parametrize(("name", "make_kernel", "formula"), CASES, ids=CASE_IDS)
+def test_kernel_values_match_double_loop(name, make_kernel, formula, samples):
     x, y, y_paired = samples
     kernel = make_kernel()
     values = all_evaluations(kernel, *(jnp.asarray(a) for a in samples))
-    expected = np_matrix(reference, x, y)
+    expected = reference.kernel_matrix(formula, x, y)
     assert values["matrix"].shape == (6, 5)
     np.testing.assert_allclose(values["matrix"], expected, rtol=RTOL, atol=ATOL)
     # paired(x, y) is the diagonal of the matrix of x against y.
-    paired_expected = np.diag(np_matrix(reference, x, y_paired))
+    paired_expected = np.diag(reference.kernel_matrix(formula, x, y_paired))
     np.testing.assert_allclose(values["paired"], paired_expected, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(values["elementwise_all_pairs"], expected, rtol=RTOL, atol=ATOL)
     assert values["elementwise_single"].shape == ()
@@ -208,9 +153,9 @@ def gaussian_and_laplacian(sigma, x, y):
 @given(
     # Edge sizes (a single sample, a single channel) and ordinary ones; few distinct shapes, so
     # compiled programs are reused across examples.
-    m=st.sampled_from([1, 6]),
-    n=st.sampled_from([1, 5]),
-    d=st.sampled_from([1, 3]),
+    m=SAMPLE_COUNTS,
+    n=OTHER_SAMPLE_COUNTS,
+    d=CHANNELS,
     seed=st.integers(0, 2**31 - 1),
     sigma=st.floats(0.3, 3.0),
 )
@@ -218,12 +163,16 @@ def test_gaussian_and_laplacian_any_shape(m, n, d, seed, sigma):
     generator = np.random.default_rng(seed)
     x, y = generator.normal(size=(m, d)), generator.normal(size=(n, d))
     gaussian, laplacian = gaussian_and_laplacian(sigma, jnp.asarray(x), jnp.asarray(y))
-    np.testing.assert_allclose(gaussian, np_matrix(np_gaussian(sigma), x, y), rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(laplacian, np_matrix(np_laplacian(sigma), x, y), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        gaussian, reference.kernel_matrix(reference.gaussian(sigma), x, y), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        laplacian, reference.kernel_matrix(reference.laplacian(sigma), x, y), rtol=RTOL, atol=ATOL
+    )
 
 
-@pytest.mark.parametrize(("name", "make_kernel", "reference"), CASES, ids=CASE_IDS)
-def test_float32_stays_float32(name, make_kernel, reference, samples):
+@pytest.mark.parametrize(("name", "make_kernel", "formula"), CASES, ids=CASE_IDS)
+def test_float32_stays_float32(name, make_kernel, formula, samples):
     # Dtype promotion is decided while tracing, so eval_shape sees any silent float64 without
     # compiling (and strict promotion would raise on an explicit float32/float64 mix).
     x, y, y_paired = (jnp.asarray(a.astype(np.float32)) for a in samples)
@@ -493,7 +442,7 @@ def test_vmap_over_sigmas(samples):
     batched_kernel = jax.tree_util.tree_map(lambda v: jnp.asarray(sigmas), ms.Gaussian(1.0))
     batched_too = jax.jit(jax.vmap(lambda k: k(x, y)))(batched_kernel)
     for i, sigma in enumerate(sigmas):
-        expected = np_matrix(np_gaussian(sigma), *samples[:2])
+        expected = reference.kernel_matrix(reference.gaussian(sigma), *samples[:2])
         np.testing.assert_allclose(batched[i], expected, rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(batched_too[i], expected, rtol=RTOL, atol=ATOL)
 
@@ -584,9 +533,9 @@ def test_laplacian_gradient_at_coincidence_is_zero_and_elsewhere_exact(rng):
 
 @settings(max_examples=6, deadline=None)
 @given(
-    m=st.sampled_from([1, 6]),
-    n=st.sampled_from([1, 5]),
-    d=st.sampled_from([1, 3]),
+    m=SAMPLE_COUNTS,
+    n=OTHER_SAMPLE_COUNTS,
+    d=CHANNELS,
     seed=st.integers(0, 2**31 - 1),
     offset=st.floats(-10.0, 10.0),
 )

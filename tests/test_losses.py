@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import mmdstyle as ms
 from tests import reference
+from tests.helpers import max_norm_relative_error
 
 # The identity is exact algebra; in float64 both sides agree to a few ulps of the terms.
 IDENTITY_RTOL = 1e-12
@@ -18,13 +19,6 @@ def relu_like(rng, m, d, sparsity=0.6):
     """Non-negative, sparse features, as after a ReLU: many exact zeros, heavy right tail."""
     values = np.maximum(rng.standard_exponential(size=(m, d)) * rng.normal(size=(m, d)), 0.0)
     return values * (rng.random(size=(m, d)) > sparsity)
-
-
-def relative_error(actual, expected):
-    """Largest deviation relative to the largest entry (0 when both are exactly 0)."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    deviation = np.max(np.abs(actual - expected))
-    return deviation / np.max(np.abs(expected)) if deviation else 0.0
 
 
 # Shapes come from small sets so compiled programs are reused across hypothesis examples
@@ -70,7 +64,7 @@ def test_gram_loss_and_mmd_have_equal_gradients(m, d, relu, route, seed):
     y = relu_like(rng, m, d) + 0.1 if relu else rng.normal(size=(m, d)) + 0.5
     gram_gradient = jax.grad(ms.gram_style_loss)(x, y)
     mmd_gradient = jax.grad(lambda a: ms.mmd_style_loss(a, y, route=route, block_size=7))(x)
-    assert relative_error(mmd_gradient, gram_gradient) <= IDENTITY_RTOL
+    assert max_norm_relative_error(mmd_gradient, gram_gradient) <= IDENTITY_RTOL
 
 
 @pytest.mark.parametrize("shape", [(4096, 64), (1024, 128), (256, 256), (64, 512)])

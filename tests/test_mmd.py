@@ -29,7 +29,7 @@ KERNELS = {
     "product_of_linears": (ms.Linear() * ms.Linear(), lambda a, b: reference.linear(a, b) ** 2),
     "function": (
         ms.kernels.from_function(lambda a, b: jnp.exp(-jnp.sum(jnp.abs(a - b)))),
-        lambda a, b: float(np.exp(-np.sum(np.abs(a - b)))),
+        reference.l1_exponential,
     ),
 }
 FEATURE_KERNELS = ["linear", "poly1", "poly2", "poly2_c", "product_of_linears"]
@@ -54,8 +54,20 @@ def distinct_routes():
 PROPERTY_KERNELS = ["poly2", "poly3", "gaussian", "laplacian", "sum", "function"]
 
 
-@pytest.mark.parametrize(("name", "estimator", "route"), list(distinct_routes()))
-@pytest.mark.parametrize(("m", "n"), [(19, 19), (23, 14)])
+# Every distinct route once, at unequal sizes (m != n is the general case: equal sizes only drop
+# a factor); equal sizes once per estimator, on one feature-route and one pairwise kernel. Each
+# case compiles its own program, so the grid is what it needs to be, no larger.
+BRUTE_FORCE_CASES = [
+    *(pytest.param(*case.values, 23, 14, id=f"{case.id}-23x14") for case in distinct_routes()),
+    *(
+        pytest.param(name, estimator, "auto", 19, 19, id=f"{name}-{estimator}-auto-19x19")
+        for name in ("poly2", "gaussian")
+        for estimator in ESTIMATORS
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "estimator", "route", "m", "n"), BRUTE_FORCE_CASES)
 def test_matches_brute_force(rng, name, estimator, route, m, n):
     kernel, function = KERNELS[name]
     x, y = samples(rng, m, n, 4)

@@ -1,4 +1,4 @@
-"""Every figure of ``mmdstyle.plots``: returned as a Figure, saved atomically, refused cleanly."""
+"""Every figure of ``mmdstyle.analysis.figures``: returned as a Figure, saved atomically, refused cleanly."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from mmdstyle import Gaussian, Polynomial
-from mmdstyle.analysis import layer_two_sample_tests
-from mmdstyle.comparison import Comparison, LossRun
-from mmdstyle.plots import (
+from mmdstyle.analysis.comparison import Comparison, LossRun
+from mmdstyle.analysis.figures import (
     plot_comparison,
     plot_history,
     plot_identity,
@@ -19,7 +18,8 @@ from mmdstyle.plots import (
     plot_layer_tests,
     save_figure,
 )
-from mmdstyle.verification import verify_gram_mmd_identity
+from mmdstyle.analysis.layer_tests import layer_two_sample_tests
+from mmdstyle.analysis.verification import verify_gram_mmd_identity
 from tests.figures import assert_nontrivial_png
 
 

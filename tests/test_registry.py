@@ -15,7 +15,7 @@ from mmdstyle.features import (
     available_extractors,
     get_extractor,
     register_extractor,
-    registry,
+    registry_scope,
     resolve_extractor,
 )
 
@@ -23,10 +23,10 @@ BUILTINS = ("default", "vgg19", "random-vgg19", "multiscale-random")
 
 
 @pytest.fixture
-def clean_registry(monkeypatch):
-    """The built-ins only, whatever other tests in this process registered."""
-    builtins = {name: entry for name, entry in registry._REGISTRY.items() if name in BUILTINS}
-    monkeypatch.setattr(registry, "_REGISTRY", builtins)
+def clean_registry():
+    """Whatever the test registers is forgotten when it ends."""
+    with registry_scope():
+        yield
 
 
 def test_builtins_are_listed_with_descriptions():

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
-from mmdstyle.specs import SpecError, parse_kernel_spec, parse_style_spec, split_specs
+from mmdstyle.style.specs import SpecError, parse_kernel_spec, parse_style_spec, split_specs
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 
 import mmdstyle as ms
 from mmdstyle.features import random_vgg19
-from mmdstyle.objective import TransferConfig, total_variation
-from mmdstyle.transfer import synthesize, transfer
+from mmdstyle.style.engine import synthesize, transfer
+from mmdstyle.style.objective import TransferConfig, total_variation
 
 WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
 LAYERS = ("relu1_1", "relu2_1", "relu3_1")
@@ -217,11 +217,11 @@ def test_total_variation_is_the_sum_of_squared_neighbour_differences():
         ({"style_weight": -1.0}, "style_weight must be a finite number >= 0"),
         ({"style_layer_weights": (1.0,)}, "one weight >= 0 per style layer"),
         ({"layer_losses": {"relu9_9": "bn"}}, "not style layers"),
-        ({"style_layers": ("relu1_1", "fc7")}, "no layer"),
+        ({"style_layers": ("relu1_1", "fc7")}, r"unknown layer name\(s\) \['fc7'\]"),
         ({"style_blend_weights": (1.0, 2.0)}, "one weight >= 0 per style image"),
         ({"loss": "mmd:gauss"}, "unknown kernel"),
         ({"style_layers": ()}, "at least one layer"),
-        ({"style_layers": ("relu1_1", "relu1_1")}, "each once"),
+        ({"style_layers": ("relu1_1", "relu1_1")}, "each layer once"),
         ({"seed": -1}, "seed must be a whole number >= 0"),
         ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
         ({"chunk": 0}, "chunk must be a positive integer"),
@@ -240,7 +240,7 @@ def test_bad_settings_are_explained(network, images, changes, message):
 
 
 def test_a_run_too_large_for_memory_is_refused_with_a_size_that_fits(network, images, monkeypatch):
-    from mmdstyle import transfer as engine
+    from mmdstyle.style import engine
 
     monkeypatch.setattr(engine, "available_memory", lambda: 2**10)  # pretend 1 KiB is free
     content, style = images

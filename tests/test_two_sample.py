@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import mmdstyle as ms
-import mmdstyle.two_sample
+from mmdstyle.two_sample import MATRIX_SAMPLES, select_method
+from tests import reference
 
 # The observed statistic and the permuted ones come from the pooled kernel matrix (or a
 # per-permutation mmd2) while the reference mmd2 sums the same kernel values in another order:
@@ -82,21 +83,11 @@ def test_permuted_statistics_are_statistics_of_relabellings():
     generator = np.random.default_rng(5)
     x, y = generator.normal(size=(2, 2)), generator.normal(size=(3, 2))
     pooled = np.concatenate([x, y])
-    # Gaussian kernel matrix and the unbiased MMD^2 of each labelling, from MATH.md in NumPy.
-    kernel_matrix = np.exp(-np.sum((pooled[:, None, :] - pooled[None, :, :]) ** 2, axis=-1) / 2.0)
+    # The unbiased MMD^2 of each labelling with Gaussian(1.0), by the NumPy reference.
     labellings = {}
     for chosen in itertools.combinations(range(5), 2):
         a, b = list(chosen), [i for i in range(5) if i not in chosen]
-        k_aa, k_bb, k_ab = (
-            kernel_matrix[np.ix_(a, a)],
-            kernel_matrix[np.ix_(b, b)],
-            kernel_matrix[np.ix_(a, b)],
-        )
-        labellings[chosen] = (
-            (k_aa.sum() - np.trace(k_aa)) / (2 * 1)
-            + (k_bb.sum() - np.trace(k_bb)) / (3 * 2)
-            - 2.0 * k_ab.sum() / (2 * 3)
-        )
+        labellings[chosen] = reference.mmd2(reference.gaussian(1.0), pooled[a], pooled[b], "unbiased")
     values = np.asarray(list(labellings.values()))
     result = ms.mmd2_test(
         x, y, ms.Gaussian(1.0), num_permutations=300, estimator="unbiased", key=jax.random.key(1)
@@ -120,25 +111,42 @@ def test_permuted_statistics_are_statistics_of_relabellings():
     [(ms.Gaussian(1.0), "unbiased"), (ms.Polynomial(2, c=1.0), "biased")],
     ids=repr,
 )
-def test_matrix_path_matches_per_permutation_path(kernel, estimator, shifted, monkeypatch):
+def test_matrix_method_matches_permutation_method(kernel, estimator, shifted):
     x, y = shifted
     key = jax.random.key(11)
-    # 44 pooled samples <= MATRIX_SAMPLES (4096): the pooled-matrix path.
-    assert x.shape[0] + y.shape[0] <= mmdstyle.two_sample.MATRIX_SAMPLES
-    by_matrix = ms.mmd2_test(x, y, kernel, B, key=key, estimator=estimator)
-    # _mmd2_test is jit-compiled and reads MATRIX_SAMPLES while tracing. block_size is a static
-    # argument that the matrix path ignores, so an unused value forces a fresh trace under the
-    # patched constant without clearing the cache the other tests share; the cache size checks
-    # that a trace really happened. Blocks of 7 rows also exercise the blocked sums of mmd2.
-    monkeypatch.setattr(mmdstyle.two_sample, "MATRIX_SAMPLES", 8)
-    compiled_before = mmdstyle.two_sample._mmd2_test._cache_size()
-    by_permutation = ms.mmd2_test(x, y, kernel, B, key=key, estimator=estimator, block_size=7)
-    assert mmdstyle.two_sample._mmd2_test._cache_size() == compiled_before + 1
+    by_matrix = ms.mmd2_test(x, y, kernel, B, key=key, estimator=estimator, method="matrix")
+    # Blocks of 7 rows also exercise the blocked sums of mmd2.
+    by_permutation = ms.mmd2_test(
+        x, y, kernel, B, key=key, estimator=estimator, block_size=7, method="permutation"
+    )
     np.testing.assert_allclose(by_matrix.statistic, by_permutation.statistic, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(
         by_matrix.permuted_statistics, by_permutation.permuted_statistics, rtol=RTOL, atol=ATOL
     )
     assert float(by_matrix.p_value) == float(by_permutation.p_value)
+
+
+@pytest.mark.parametrize(
+    ("pooled", "estimator", "method", "chosen"),
+    [
+        (MATRIX_SAMPLES, "unbiased", "auto", "matrix"),
+        (MATRIX_SAMPLES + 1, "unbiased", "auto", "permutation"),
+        (10, "linear", "auto", "permutation"),
+        (10**6, "biased", "matrix", "matrix"),
+        (10, "biased", "permutation", "permutation"),
+    ],
+)
+def test_auto_method_takes_the_matrix_while_it_is_small(pooled, estimator, method, chosen):
+    assert select_method(method, estimator, pooled) == chosen
+
+
+@pytest.mark.usefixtures("as_a_user")
+def test_unknown_or_impossible_methods_are_refused(shifted):
+    x, y = shifted
+    with pytest.raises(ValueError, match="method must be one of"):
+        ms.mmd2_test(x, y, ms.Gaussian(1.0), B, method="exact")
+    with pytest.raises(ValueError, match="linear-time estimator never forms"):
+        ms.mmd2_test(x, y, ms.Gaussian(1.0), B, estimator="linear", method="matrix")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,19 +10,18 @@ import numpy as np
 import pytest
 
 from mmdstyle import cli, gram_style_loss
-from mmdstyle.analysis import cast_extractor
-from mmdstyle.features import MultiScaleRandom, random_vgg19
-from mmdstyle.image import resize_cover
-from mmdstyle.samples import load_sample
-from mmdstyle.verification import (
+from mmdstyle.analysis.verification import (
     LayerIdentity,
     _image_sides,
     synthetic_vgg_layers,
     verify_gram_mmd_identity,
     verify_images,
 )
-from tests.conftest import TINY_VGG_WIDTHS
+from mmdstyle.features import MultiScaleRandom, cast_extractor, random_vgg19
+from mmdstyle.style.images import resize_cover
+from mmdstyle.style.samples import load_sample
 from tests.figures import assert_nontrivial_png
+from tests.helpers import TINY_VGG_WIDTHS
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +212,7 @@ def test_verify_images_refuses_bad_settings(pair, as_a_user):
         verify_images(*pair, extractor=network, size=0)
     with pytest.raises(ValueError, match="relu9_9"):
         verify_images(*pair, extractor=network, layers=("relu9_9",))
-    with pytest.raises(ValueError, match="name the layers"):
+    with pytest.raises(ValueError, match="name the style layers"):
         verify_images(*pair, extractor=lambda image, layers: {}, size=8)
 
 

@@ -25,6 +25,7 @@ from mmdstyle.features import (
 )
 from mmdstyle.features.vgg import TORCHVISION_INDEX
 from tests import torch_format
+from tests.helpers import max_norm_relative_error
 
 TINY_WIDTHS = ((4, 4), (6, 6), (8, 8, 8, 8), (8, 8, 8, 8), (10, 10, 10, 10))
 
@@ -94,11 +95,6 @@ def image():
     return np.random.default_rng(8).uniform(size=(37, 42, 3))  # odd sizes: pooling rounds down
 
 
-def relative_error(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
 def test_layer_names_follow_the_literature():
     assert len(VGG19_CONVOLUTIONS) == 16
     assert VGG19_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
@@ -125,7 +121,7 @@ def test_every_layer_matches_a_direct_lax_conv_reference(
     assert set(outputs) == set(VGG19_LAYERS)
     for name in VGG19_LAYERS:
         assert outputs[name].shape == expected[name].shape, name
-        assert relative_error(outputs[name], expected[name]) < 1e-12, name
+        assert max_norm_relative_error(outputs[name], expected[name]) < 1e-12, name
 
 
 def test_float32_network_matches_the_reference_to_1e_5(tmp_path, state, image):
@@ -137,7 +133,7 @@ def test_float32_network_matches_the_reference_to_1e_5(tmp_path, state, image):
     outputs = features(model, image.astype(np.float32), ("relu1_1", "relu3_1", "relu5_1", "pool5"))
     for name, value in outputs.items():
         assert value.dtype == jnp.float32
-        assert relative_error(value, expected[name]) < 1e-5, name
+        assert max_norm_relative_error(value, expected[name]) < 1e-5, name
 
 
 @pytest.mark.parametrize("writer", ["zip", "zip-shared-transposed", "legacy", "npz", "safetensors", "timm"])
@@ -161,7 +157,7 @@ def test_every_file_format_loads_the_same_network(tmp_path, state, image, writer
     outputs = features(model, image, ("relu2_1", "pool3"))
     expected = reference_forward(state, image)
     for name, value in outputs.items():
-        assert relative_error(value, expected[name]) < 1e-12, name
+        assert max_norm_relative_error(value, expected[name]) < 1e-12, name
 
 
 def test_layer_names_of_mmdstyle_are_accepted(tmp_path, state, image):
@@ -172,7 +168,7 @@ def test_layer_names_of_mmdstyle_are_accepted(tmp_path, state, image):
     np.savez(tmp_path / "named.npz", **renamed)
     model = load_vgg19(tmp_path / "named.npz", param_dtype=jnp.float64)
     assert (
-        relative_error(
+        max_norm_relative_error(
             features(model, image, ("relu4_4",))["relu4_4"], reference_forward(state, image)["relu4_4"]
         )
         < 1e-12
@@ -318,7 +314,7 @@ def test_forward_matches_torch_on_the_same_weights(tmp_path, state, image, pooli
         {key: torch.from_numpy(value) for key, value in state.items()}, tmp_path / "torch.pth"
     )  # torch's own writer, read back without torch
     model = load_vgg19(tmp_path / "torch.pth", pooling=pooling, padding=padding, param_dtype=jnp.float64)
-    assert relative_error(features(model, image, ("pool5",))["pool5"], expected) < 1e-12
+    assert max_norm_relative_error(features(model, image, ("pool5",))["pool5"], expected) < 1e-12
 
 
 def test_a_file_named_as_torchvisions_is_checked_against_the_published_hash(tmp_path, state):

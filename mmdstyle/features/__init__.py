@@ -7,6 +7,15 @@ named feature maps ``(h, w, channels)``, which the losses read as ``h * w`` samp
 
 from mmdstyle.features.checkpoint import CheckpointError, read_checkpoint
 from mmdstyle.features.download import ChecksumError, DownloadError, download_file, sha256_of
+from mmdstyle.features.layers import (
+    ExtractorArgument,
+    as_samples,
+    cast_extractor,
+    extract_samples,
+    jitted_extractor,
+    resolve_layers,
+    subsample,
+)
 from mmdstyle.features.multiscale import USTYUZHANINOV_SIZES, MultiScaleRandom
 from mmdstyle.features.preprocessing import PREPROCESSINGS, preprocess
 from mmdstyle.features.pretrained import (
@@ -25,8 +34,10 @@ from mmdstyle.features.registry import (
     FeatureExtractor,
     available_extractors,
     default_extractor,
+    extractor_or_default,
     get_extractor,
     register_extractor,
+    registry_scope,
     resolve_extractor,
 )
 from mmdstyle.features.vgg import (
@@ -50,25 +61,34 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "DownloadError",
+    "ExtractorArgument",
     "FeatureExtractor",
     "MultiScaleRandom",
     "WeightsNotFoundError",
+    "as_samples",
     "available_extractors",
     "cache_directory",
     "cached_weights_available",
+    "cast_extractor",
     "convert_to_features_safetensors",
     "converted_weights_path",
     "default_extractor",
     "download_file",
     "download_weights",
+    "extract_samples",
+    "extractor_or_default",
     "get_extractor",
+    "jitted_extractor",
     "load_vgg19",
     "preprocess",
     "pretrained_vgg19",
     "random_vgg19",
     "read_checkpoint",
     "register_extractor",
+    "registry_scope",
     "resolve_extractor",
+    "resolve_layers",
     "sha256_of",
+    "subsample",
     "vgg19_parameters",
 ]

@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mmdstyle._progress import progress_bar
+from mmdstyle._checks import check_integer
+from mmdstyle.features.progress import progress_bar
 
 CHUNK_BYTES = 1 << 20
 
@@ -79,8 +80,7 @@ def download_file(
     """
     if not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
         raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}.")
-    if not (isinstance(attempts, int) and attempts >= 1):
-        raise ValueError(f"attempts must be a positive integer, got {attempts!r}.")
+    check_integer("attempts", attempts)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")

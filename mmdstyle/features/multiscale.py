@@ -27,9 +27,10 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import check_choice
+from mmdstyle._checks import check_choice, check_integer
+from mmdstyle.features.layers import resolve_layers
 from mmdstyle.features.preprocessing import PREPROCESSINGS, Preprocessing, preprocess
-from mmdstyle.features.vgg import check_image, check_layers
+from mmdstyle.features.vgg import check_image
 
 #: Filter sizes of the paper's multi-scale model.
 USTYUZHANINOV_SIZES: tuple[int, ...] = (3, 5, 7, 11, 15, 23, 37, 55)
@@ -71,8 +72,7 @@ class MultiScaleRandom(nnx.Module):
             raise ValueError(
                 f"sizes must be distinct odd positive filter sizes, e.g. (3, 5, 7), got {sizes}."
             )
-        if not (isinstance(features_per_size, int) and features_per_size >= 1):
-            raise ValueError(f"features_per_size must be a positive integer, got {features_per_size!r}.")
+        check_integer("features_per_size", features_per_size)
         self.sizes = tuple(sorted(sizes))
         self.features_per_size = features_per_size
         self.preprocessing = check_choice("preprocessing", preprocessing, PREPROCESSINGS)
@@ -88,7 +88,7 @@ class MultiScaleRandom(nnx.Module):
     def __call__(
         self, image: ArrayLike, layers: str | Sequence[str] = ("relu",)
     ) -> dict[str, Float[Array, ...]]:
-        names = check_layers(layers, self.layer_names)
+        names = resolve_layers(self, layers)
         image = check_image(image)
         single = image.ndim == 3
         x = image[None] if single else image

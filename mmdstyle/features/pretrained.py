@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from mmdstyle._io import atomic_path
 from mmdstyle.features.checkpoint import CheckpointError, read_checkpoint
 from mmdstyle.features.download import DownloadError, check_sha256, download_file, sha256_of
+from mmdstyle.features.files import atomic_path
 from mmdstyle.features.vgg import (
     TORCHVISION_INDEX,
     VGG19,

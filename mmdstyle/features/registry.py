@@ -11,9 +11,10 @@ Names are for the command line and configuration files; code can pass extractor 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -62,6 +63,25 @@ def register_extractor(
     _REGISTRY[name] = _Entry(factory, description)
 
 
+@contextlib.contextmanager
+def registry_scope() -> Iterator[None]:
+    """Undo, when the block ends, every registration made inside it.
+
+    For tests and notebooks that register an extractor for a while::
+
+        with registry_scope():
+            register_extractor("tiny", make_tiny)
+            ...  # "tiny" is known here
+        # and forgotten here; the names registered before the block are back as they were
+    """
+    saved = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
+
+
 def available_extractors() -> dict[str, str]:
     """Registered names and their descriptions."""
     return {name: entry.description for name, entry in _REGISTRY.items()}
@@ -97,6 +117,11 @@ def default_extractor(*, pooling: Pooling = "max", padding: Padding = "zero") ->
         file=sys.stderr,
     )
     return MultiScaleRandom()
+
+
+def extractor_or_default(extractor: FeatureExtractor | None) -> FeatureExtractor:
+    """``extractor``, or :func:`default_extractor` when it is ``None``: every ``extractor=`` option's rule."""
+    return default_extractor() if extractor is None else extractor
 
 
 def resolve_extractor(

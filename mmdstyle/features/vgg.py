@@ -25,6 +25,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_choice
+from mmdstyle.features.layers import resolve_layers
 from mmdstyle.features.preprocessing import PREPROCESSINGS, Preprocessing, preprocess
 
 #: Output channels of each block's convolutions (configuration E).
@@ -63,19 +64,6 @@ POOLINGS = ("max", "average")
 PADDINGS = ("zero", "reflect")
 
 
-def check_layers(layers: str | Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
-    """Requested layer names as a tuple, each one known; a clear error names any that is not."""
-    names = (layers,) if isinstance(layers, str) else tuple(layers)
-    if not names:
-        raise ValueError("layers is empty: ask for at least one layer, e.g. layers=('relu1_1',).")
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise ValueError(
-            f"unknown layer name(s) {unknown}. This extractor's layers are: {', '.join(available)}."
-        )
-    return names
-
-
 def check_image(image: ArrayLike, *, name: str = "image") -> Array:
     """An RGB image batch (N, H, W, 3) or a single image (H, W, 3) as a floating JAX array."""
     array = jnp.asarray(image)
@@ -87,7 +75,7 @@ def check_image(image: ArrayLike, *, name: str = "image") -> Array:
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise ValueError(
             f"{name} must be floating point with values in [0, 1], got dtype {array.dtype}; "
-            "divide 8-bit images by 255 (mmdstyle.image.load_image does this)."
+            "divide 8-bit images by 255 (mmdstyle.style.images.load_image does this)."
         )
     return array
 
@@ -161,7 +149,7 @@ class VGG19(nnx.Module):
     def __call__(
         self, image: ArrayLike, layers: str | Sequence[str] = GATYS_STYLE_LAYERS
     ) -> dict[str, Float[Array, ...]]:
-        names = check_layers(layers, VGG19_LAYERS)
+        names = resolve_layers(self, layers)
         image = check_image(image)
         single = image.ndim == 3
         x = image[None] if single else image

@@ -5,7 +5,7 @@
 
 over the pixels of the image x (H, W, 3), values in [0, 1]. L_content is Gatys' 1/2 sum (F - P)^2;
 each style layer's term comes from a spec (``gram``, ``mmd:gaussian(sigma=median)``,
-``0.5*mmd:linear + 0.5*bn``, ...; see :mod:`mmdstyle.specs`), w_l are the layer weights (equal,
+``0.5*mmd:linear + 0.5*bn``, ...; see :mod:`mmdstyle.style.specs`), w_l are the layer weights (equal,
 summing to 1, by default: Gatys' w_l = 1/5), b_s the blend weights of several style images
 (normalised to sum to 1; each style image is its own target, so a blend of styles is a weighted
 sum of losses). Texture synthesis is the same without a content term.
@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from mmdstyle._checks import check_choice, check_scalar
+from mmdstyle._checks import check_choice, check_integer, check_scalar
+from mmdstyle.features.layers import ExtractorArgument, as_samples, jitted_extractor, resolve_layers
 from mmdstyle.losses import content_loss
-from mmdstyle.specs import StyleSpec, parse_style_spec
+from mmdstyle.style.specs import StyleSpec, parse_style_spec
 
 OPTIMIZERS = ("lbfgs", "adam")
 
@@ -45,7 +47,7 @@ class TransferConfig:
         scales: a pyramid of sizes, e.g. ``(128, 256)``: each stage starts from the previous
             result, upsampled. ``None``: one stage at ``size``.
         steps: optimiser steps per stage.
-        loss: the style loss spec for every style layer (see :mod:`mmdstyle.specs`).
+        loss: the style loss spec for every style layer (see :mod:`mmdstyle.style.specs`).
         layer_losses: per-layer overrides, e.g. ``{"relu1_1": "bn"}``.
         estimator: MMD estimator for every ``mmd`` term: biased, unbiased or linear.
         style_layers, content_layers: layer names; ``None``: the extractor's defaults (for VGG-19
@@ -100,10 +102,6 @@ def total_variation(image: Float[Array, "h w 3"]) -> Float[Array, ""]:
     return jnp.sum(down**2) + jnp.sum(right**2)
 
 
-def _samples(feature_map: Array) -> Array:
-    return feature_map.reshape(-1, feature_map.shape[-1])
-
-
 def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthesis: bool = False) -> None:
     """Raise a ValueError naming the first setting that cannot work, before anything is computed."""
 
@@ -115,10 +113,8 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
     if any(not (isinstance(s, int) and s >= 16) for s in config.stages()):
         raise ValueError(f"sizes must be whole numbers of pixels >= 16, got {config.stages()}.")
     for name in ("steps", "chunk"):
-        if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}.")
-    if not (isinstance(config.seed, int) and config.seed >= 0):
-        raise ValueError(f"seed must be a whole number >= 0, got {config.seed!r}.")
+        check_integer(name, getattr(config, name))
+    check_integer("seed", config.seed, minimum=0)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(config, name) is not None:
             check_scalar(name, getattr(config, name), positive=False)
@@ -134,9 +130,7 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
             f"style_blend_weights must give one weight >= 0 per style image ({styles}), not all zero; "
             f"got {blend}."
         )
-    style_layers = _layers(config.style_layers, extractor, "default_style_layers")
-    if not style_layers or len(set(style_layers)) != len(style_layers):
-        raise ValueError(f"style_layers must name at least one layer, each once; got {style_layers}.")
+    style_layers = resolve_layers(extractor, config.style_layers, role="style")
     weights = config.style_layer_weights
     if weights is not None and (
         len(weights) != len(style_layers) or not all(finite(w) for w in weights) or not sum(weights) > 0
@@ -152,12 +146,8 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
         )
     for spec in {config.loss, *config.layer_losses.values()}:
         parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
-    content_layers = () if synthesis else _layers(config.content_layers, extractor, "default_content_layers")
-    layers = getattr(extractor, "layer_names", None)
-    if layers is not None:
-        missing = sorted((set(style_layers) | set(content_layers)) - set(layers))
-        if missing:
-            raise ValueError(f"the extractor has no layer(s) {missing}; it has {', '.join(layers)}.")
+    if not synthesis:
+        resolve_layers(extractor, config.content_layers, role="content")
 
 
 #: alpha and beta of Gatys et al. (alpha / beta = 1e-3), for extractors that advertise none
@@ -174,50 +164,49 @@ def with_default_weights(config: TransferConfig, extractor: Any) -> TransferConf
     )
 
 
-def _layers(chosen: Sequence[str] | None, extractor: Any, attribute: str) -> tuple[str, ...]:
-    if chosen is not None:
-        return tuple(chosen)
-    default = getattr(extractor, attribute, None)
-    if default is None:
-        raise ValueError(
-            f"the extractor has no {attribute}: pass the layers explicitly (style_layers / content_layers)."
-        )
-    return tuple(default)
-
-
+@jax.tree_util.register_pytree_node_class
 class Objective:
-    """The objective of one stage, as a function of (image, targets): targets are jit arguments."""
+    """The objective of one stage: ``objective.total(objective.terms_of(image, extractor))``.
+
+    Built from the settings, the extractor and the stage's images: the style and content
+    targets (features of the style and content images) and each layer's style term are computed
+    once, here. The objective is a pytree whose leaves are the targets and the terms' numbers (a
+    data-driven bandwidth, say), and whose structure holds the layers and weights: passed to a
+    jit-compiled function, one program serves every stage and every run of the same settings
+    and shapes, whatever the images.
+
+    Attributes:
+        style_layers, content_layers: the layers read (no content layers for a synthesis).
+        layer_weights: w_l, one per style layer.
+        blend: b_s, one per style image, summing to 1.
+        targets: ``{"style": {layer: [samples of each style image]}, "content": {layer: map}}``.
+        terms: ``{layer: [style term against each style image]}``.
+        config: the settings it was built from (not carried through jit).
+    """
 
     def __init__(
         self, config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: list[np.ndarray]
-    ):
+    ) -> None:
         self.config = config
-        self.extractor = extractor
-        self.style_layers = _layers(config.style_layers, extractor, "default_style_layers")
+        self.style_layers = resolve_layers(extractor, config.style_layers, role="style")
         self.content_layers = (
-            _layers(config.content_layers, extractor, "default_content_layers") if content is not None else ()
+            resolve_layers(extractor, config.content_layers, role="content") if content is not None else ()
         )
-        weights = config.style_layer_weights or (1.0 / len(self.style_layers),) * len(self.style_layers)
-        self.layer_weights = dict(zip(self.style_layers, weights, strict=True))
+        self.layer_weights = tuple(
+            config.style_layer_weights or (1.0 / len(self.style_layers),) * len(self.style_layers)
+        )
         blend = np.asarray(config.style_blend_weights or (1.0,) * len(styles), np.float64)
         self.blend = tuple(float(b) for b in blend / blend.sum())
+        self.weights = (config.style_weight, config.content_weight, config.tv_weight)
         specs: dict[str, StyleSpec] = {
             layer: parse_style_spec(config.layer_losses.get(layer, config.loss))
             for layer in self.style_layers
         }
-        self.layers = tuple(dict.fromkeys(self.style_layers + self.content_layers))
         style_maps = [self.features(extractor, jnp.asarray(style)) for style in styles]
+        content_maps = self.features(extractor, jnp.asarray(content)) if content is not None else {}
         self.targets = {
-            "style": {layer: [_samples(maps[layer]) for maps in style_maps] for layer in self.style_layers},
-            "content": (
-                {
-                    layer: m
-                    for layer, m in self.features(extractor, jnp.asarray(content)).items()
-                    if layer in self.content_layers
-                }
-                if content is not None
-                else {}
-            ),
+            "style": {layer: [as_samples(maps[layer]) for maps in style_maps] for layer in self.style_layers},
+            "content": {layer: content_maps[layer] for layer in self.content_layers},
         }
         # each (layer, style) term is built once from its target: data-driven bandwidths are fixed here
         self.terms = {
@@ -225,32 +214,62 @@ class Objective:
             for layer in self.style_layers
         }
 
-    def features(self, extractor: Any, image: Array) -> dict[str, Array]:
-        return dict(extractor(image, self.layers))
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every layer the objective reads, each once: the style layers, then the content layers."""
+        return tuple(dict.fromkeys(self.style_layers + self.content_layers))
 
-    def terms_of(self, image: Array, extractor: Any, targets: dict) -> dict[str, Any]:
+    def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        static = (self.style_layers, self.content_layers, self.layer_weights, self.blend, self.weights)
+        return (self.targets, self.terms), static
+
+    @classmethod
+    def tree_unflatten(cls, static: tuple[Any, ...], children: tuple[Any, ...]) -> Objective:
+        objective = object.__new__(cls)
+        objective.style_layers, objective.content_layers, objective.layer_weights, objective.blend = static[
+            :4
+        ]
+        objective.weights = static[4]
+        objective.targets, objective.terms = children
+        objective.config = None
+        return objective
+
+    def features(self, extractor: Any, image: Array) -> dict[str, Array]:
+        """The maps of every layer the objective reads (compiled when called outside jit)."""
+        if isinstance(image, jax.core.Tracer):
+            return dict(extractor(image, self.layers))
+        return jitted_extractor(ExtractorArgument(extractor), image, self.layers)
+
+    def terms_of(self, image: Array, extractor: Any) -> dict[str, Any]:
+        """Every term at ``image``: ``{"style": {layer: sum_s b_s L}, "content": {layer: L}, "tv": TV}``."""
         maps = self.features(extractor, image)
         style = {
             layer: sum(
-                blend * term(_samples(maps[layer]), target)
+                blend * term(as_samples(maps[layer]), target)
                 for blend, term, target in zip(
-                    self.blend, self.terms[layer], targets["style"][layer], strict=True
+                    self.blend, self.terms[layer], self.targets["style"][layer], strict=True
                 )
             )
             for layer in self.style_layers
         }
         content = {
-            layer: content_loss(maps[layer], targets["content"][layer]) for layer in self.content_layers
+            layer: content_loss(maps[layer], self.targets["content"][layer]) for layer in self.content_layers
         }
         return {"style": style, "content": content, "tv": total_variation(image)}
 
-    def total(self, terms: dict[str, Any]) -> Array:
-        config = self.config
-        total = config.style_weight * sum(
-            self.layer_weights[layer] * value for layer, value in terms["style"].items()
+    def weighted_style(self, terms: dict[str, Any]) -> Array:
+        """``sum_l w_l L_style^l``: the style part of the objective before beta."""
+        return sum(
+            weight * terms["style"][layer]
+            for layer, weight in zip(self.style_layers, self.layer_weights, strict=True)
         )
+
+    def total(self, terms: dict[str, Any]) -> Array:
+        """``beta * sum_l w_l L_style^l + alpha * sum L_content + tv_weight * TV``."""
+        style_weight, content_weight, tv_weight = self.weights
+        total = style_weight * self.weighted_style(terms)
         if terms["content"]:
-            total = total + config.content_weight * sum(terms["content"].values())
-        if config.tv_weight:
-            total = total + config.tv_weight * terms["tv"]
+            total = total + content_weight * sum(terms["content"].values())
+        if tv_weight:
+            total = total + tv_weight * terms["tv"]
         return total

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mmdstyle._io import atomic_path
+from mmdstyle._checks import check_integer
+from mmdstyle.features.files import atomic_path
 
 #: Formats :func:`save_image` writes, by file extension.
 SAVE_FORMATS = {
@@ -40,8 +41,8 @@ def load_image(path: str | os.PathLike, *, size: int | None = None) -> np.ndarra
         ValueError: the file is not an image Pillow can decode, or ``size`` is not a positive integer.
     """
     path = Path(path)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive number of pixels, got {size!r}.")
+    if size is not None:
+        check_integer("size", size, hint=" (pixels)")
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {str(path)!r}.")
     try:

@@ -1,4 +1,4 @@
-"""Files are written whole or not at all: a temporary file beside the target, renamed on success."""
+"""Output files: checked before the work, written whole or not at all (a temporary file, then a rename)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a Path whose folder exists: outputs are checked before any work, not after it."""
+    path = Path(path)
+    if not path.parent.exists():
+        raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist.")
+    return path
 
 
 @contextlib.contextmanager

@@ -8,23 +8,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmdstyle._io import write_json
-from mmdstyle.features.checkpoint import CheckpointError
-from mmdstyle.plots import check_figure_path
-from mmdstyle.runs import (
+from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, ESTIMATORS
+from mmdstyle.analysis.comparison import DEFAULT_KERNELS, compare_losses
+from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
+from mmdstyle.analysis.layer_tests import image_two_sample_tests
+from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
+from mmdstyle.cli.command import Command, user_errors
+from mmdstyle.cli.options import (
     LOSS_HELP,
-    add_extractor_arguments,
+    add_loss_options,
+    add_network_options,
+    add_optimiser_options,
+    add_size_options,
+    at_least,
+    check_outputs,
+    config_from,
     extractor_from,
-    parse_floats,
+    level,
+    load_images,
     parse_names,
-    parse_sizes,
+    parse_specs,
+    positive_float,
 )
-from mmdstyle.samples import resolve_image
-from mmdstyle.specs import SpecError, split_specs
+from mmdstyle.features.files import write_json
+from mmdstyle.style.images import save_image
+from mmdstyle.style.specs import parse_kernel_spec
 
 DEFAULT_PAIR = ("sample:chelsea", "sample:hubble")
 
@@ -51,79 +62,22 @@ EPILOG_TEST = """examples:
 Exit status 0 whatever the verdict (2 on bad input): the verdicts are in the table and the JSON."""
 
 
-def _specs(text: str) -> tuple[str, ...]:
-    specs = split_specs(text)
-    if not specs:
-        raise argparse.ArgumentTypeError(f"expected specs separated by commas, got {text!r}")
-    return specs
-
-
-def _number(kind: type, accept: Callable[[Any], bool], requirement: str) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)``, refused unless ``accept(value)``, explained by ``requirement``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-        return value
-
-    return parse
-
-
-def _at_least(minimum: int) -> Callable[[str], int]:
-    return _number(int, lambda value: value >= minimum, f"at least {minimum}")
-
-
-_level = _number(float, lambda value: 0 < value < 1, "between 0 and 1")
-_positive_float = _number(float, lambda value: value > 0, "> 0")
-
-
-def _check_outputs(*paths: tuple[str | None, str]) -> None:
-    """Refuse, before any work, outputs whose folder is missing or whose figure format is unknown."""
-    for path, kind in paths:
-        if path is not None and kind != "json":
-            check_figure_path(path, kind)
-        elif path is not None and not Path(path).parent.exists():
-            raise FileNotFoundError(f"the output folder {str(Path(path).parent)!r} does not exist.")
-
-
 def _load_pair(images: list[str], default: tuple[str, str], what: str):
-    from mmdstyle.image import load_image
-
     images = images or list(default)
     if len(images) != 2:
         raise ValueError(
             f"{what} takes two images (or none, for {' and '.join(default)}); got {len(images)}."
         )
-    return [load_image(resolve_image(image)) for image in images], images
-
-
-def _guarded(run):
-    """Bad input (files, specs, layers, sizes) -> a message on stderr and exit status 2."""
-
-    def wrapper(arguments: argparse.Namespace) -> int:
-        try:
-            return run(arguments)
-        except SpecError as error:
-            print(f"mmdstyle: {error}", file=sys.stderr)
-            return 2
-        except (ValueError, FileNotFoundError, CheckpointError, MemoryError) as error:
-            print(f"mmdstyle: {error}", file=sys.stderr)
-            return 2
-
-    return wrapper
+    return load_images(images), images
 
 
 def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None:
-    """``--json``, ``--plot`` (checked by :func:`_check_outputs`, written by :func:`_write`) and the
-    extractor options."""
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
-    parser.add_argument("--plot", metavar="FILE", help=f"{plot_help} (.png, .pdf, .svg)")
-    add_extractor_arguments(parser)
+    """``--json``, ``--plot`` (checked by :func:`check_outputs`, written by :func:`_write`) and the
+    network options."""
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    outputs.add_argument("--plot", metavar="FILE", help=f"{plot_help} (.png, .pdf, .svg)")
+    add_network_options(parser)
 
 
 def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> None:
@@ -143,31 +97,26 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synthetic", action="store_true", help="VGG-19-shaped synthetic ReLU features instead of images"
     )
-    parser.add_argument(
-        "--size", type=_at_least(2), default=64, help="side of the square images (default 64)"
-    )
+    parser.add_argument("--size", type=at_least(2), default=64, help="side of the square images (default 64)")
     parser.add_argument(
         "--layers", type=parse_names, metavar="L1,L2", help="default: the extractor's style layers"
     )
     parser.add_argument(
         "--estimator",
-        choices=("biased", "unbiased"),
+        choices=ALL_PAIRS_ESTIMATORS,
         default="biased",
         help="MMD estimator compared with the Gram loss (default biased; unbiased must fail)",
     )
     parser.add_argument(
-        "--tolerance", type=_positive_float, default=1e-10, help="float64 relative tolerance (default 1e-10)"
+        "--tolerance", type=positive_float, default=1e-10, help="float64 relative tolerance (default 1e-10)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic features (default 0)")
     _add_report_outputs(parser, "also draw the report: both sides per layer and every error")
 
 
-@_guarded
 def run_verify(arguments: argparse.Namespace) -> int:
-    from mmdstyle.plots import plot_identity
-    from mmdstyle.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
-
-    _check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    """``mmdstyle verify``: 0 when every float64 identity holds, 1 when one fails."""
+    check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
     options = {"tolerance": arguments.tolerance, "estimator": arguments.estimator}
     if arguments.synthetic:
         if arguments.images or arguments.layers or arguments.extractor or arguments.weights:
@@ -203,8 +152,7 @@ def run_verify(arguments: argparse.Namespace) -> int:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from mmdstyle.comparison import DEFAULT_KERNELS
-
+    """The arguments of ``compare``: the losses and the measurement, then the runs' option groups."""
     parser.add_argument(
         "images",
         nargs="*",
@@ -214,90 +162,65 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the comparison figure")
     parser.add_argument(
         "--losses",
-        type=_specs,
+        type=parse_specs,
         default=("gram", "mmd:linear", "mmd:gaussian(sigma=median)", "bn"),
         metavar="SPEC,SPEC",
         help="loss specs to compare (default: gram, mmd:linear, mmd:gaussian(sigma=median), bn)",
     )
     parser.add_argument("--synthesize", action="store_true", help="compare texture syntheses of one STYLE")
+    parser.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="one beta for all losses (default: each loss's beta is scaled so that its style term at the "
+        "starting image equals the first loss's)",
+    )
     measure = parser.add_argument_group("measurement")
     measure.add_argument(
         "--kernels",
-        type=_specs,
+        type=parse_specs,
         default=DEFAULT_KERNELS,
         metavar="SPEC,SPEC",
         help=f"kernels the results are measured with (default: {', '.join(DEFAULT_KERNELS)})",
     )
     measure.add_argument(
         "--measure-estimator",
-        choices=("biased", "unbiased", "linear"),
+        choices=ESTIMATORS,
         default="biased",
         help="MMD estimator of the measurement (default biased)",
     )
     measure.add_argument(
         "--max-samples",
-        type=_at_least(2),
+        type=at_least(2),
         default=4096,
         help="positions per image and layer measured (default 4096)",
     )
-    loss = parser.add_argument_group("runs (shared by every loss)")
-    loss.add_argument(
-        "--no-balance",
-        action="store_true",
-        help="one beta for all losses (default: each loss's beta is scaled so that its style term at the "
-        "starting image equals the first loss's)",
-    )
-    loss.add_argument(
-        "--estimator", choices=("biased", "unbiased", "linear"), default="biased", help="of every mmd term"
-    )
-    loss.add_argument("--style-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
-    loss.add_argument(
-        "--style-layer-weights", type=parse_floats, metavar="W1,W2", help="default: equal, summing to 1"
-    )
-    loss.add_argument("--content-layers", type=parse_names, metavar="L1,L2", help="default: the extractor's")
-    loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
-    loss.add_argument("--content-weight", type=float, help="alpha (default: the extractor's, else 1)")
-    loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
-    loss.add_argument("--size", type=_at_least(16), default=64, help="longer side in pixels (default 64)")
-    loss.add_argument("--scales", type=parse_sizes, metavar="S1,S2", help="a pyramid (overrides --size)")
-    loss.add_argument("--steps", type=_at_least(1), default=30, help="steps per scale (default 30)")
-    loss.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="default lbfgs")
-    loss.add_argument("--learning-rate", type=float, default=0.02, help="Adam's step (default 0.02)")
-    loss.add_argument("--style-scale", type=float, default=1.0, help="style size / result size (default 1)")
-    loss.add_argument("--init", default=None, metavar="content|noise|PATH", help="default: content, or noise")
-    loss.add_argument("--seed", type=int, default=0, help="seed of the noise and the measurement (default 0)")
+    add_loss_options(parser, synthesis=False, one_loss=False)
+    add_network_options(parser)
+    add_size_options(parser, size=64)
+    add_optimiser_options(parser, synthesis=False, steps=30, init=None, several_styles=False)
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--json", metavar="FILE", help="the runs and the matrix as JSON (default: OUT.json)")
     outputs.add_argument("--save-images", action="store_true", help="also save each result as OUT-<i>.png")
     outputs.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_extractor_arguments(parser)
 
 
-@_guarded
 def run_compare(arguments: argparse.Namespace) -> int:
-    from mmdstyle.comparison import compare_losses
-    from mmdstyle.image import load_image, save_image
-    from mmdstyle.plots import plot_comparison
-    from mmdstyle.runs import config_from
-
+    """``mmdstyle compare``: 0, or 1 when a run stopped early."""
     output = Path(arguments.output)
     arguments.json = arguments.json or str(output.with_suffix(".json"))
-    _check_outputs((arguments.json, "json"), (str(output), "-o"))
+    check_outputs((arguments.json, "json"), (output, "-o"))
     synthesis = arguments.synthesize
     if synthesis:
         names = arguments.images or ["sample:gravel"]
         if len(names) != 1:
             raise ValueError(f"compare --synthesize takes one STYLE image, got {len(names)}.")
-        content, style = None, load_image(resolve_image(names[0]))
+        content, style = None, load_images(names)[0]
     else:
         (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "compare")
-    init = arguments.init or ("noise" if synthesis else "content")
-    if init not in ("content", "noise"):
-        init = load_image(resolve_image(init))
-    config = config_from(arguments, synthesis=synthesis, init=init)
+    config = config_from(arguments, synthesis=synthesis)
     extractor = extractor_from(arguments)
 
-    def on_run(index: int, run) -> None:
+    def on_run(index: int, run: Any) -> None:
         if not arguments.quiet:
             print(
                 f"mmdstyle: {index + 1}/{len(arguments.losses)} {run.loss} (beta {run.style_weight:.3g}): "
@@ -349,19 +272,17 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="kernel spec (default gaussian(sigma=median))",
     )
-    parser.add_argument("--permutations", type=_at_least(1), default=999, help="per layer (default 999)")
+    parser.add_argument("--permutations", type=at_least(1), default=999, help="per layer (default 999)")
     parser.add_argument(
         "--samples",
-        type=_at_least(2),
+        type=at_least(2),
         default=1024,
         help="random positions per image and layer (default 1024)",
     )
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="unbiased", help="default unbiased")
+    parser.add_argument("--alpha", type=level, default=0.05, help="family-wise level (default 0.05)")
     parser.add_argument(
-        "--estimator", choices=("unbiased", "biased", "linear"), default="unbiased", help="default unbiased"
-    )
-    parser.add_argument("--alpha", type=_level, default=0.05, help="family-wise level (default 0.05)")
-    parser.add_argument(
-        "--size", type=_at_least(16), default=128, help="longer side of each image (default 128)"
+        "--size", type=at_least(16), default=128, help="longer side of each image (default 128)"
     )
     parser.add_argument(
         "--layers", type=parse_names, metavar="L1,L2", help="default: the extractor's style layers"
@@ -372,13 +293,9 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     _add_report_outputs(parser, "also draw each layer's null distribution and statistic")
 
 
-@_guarded
 def run_test(arguments: argparse.Namespace) -> int:
-    from mmdstyle.analysis import image_two_sample_tests
-    from mmdstyle.plots import plot_layer_tests
-    from mmdstyle.specs import parse_kernel_spec
-
-    _check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    """``mmdstyle test``: 0 whatever the verdict (the verdicts are in the table and the JSON)."""
+    check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
     kernel = parse_kernel_spec(arguments.kernel)
     (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
     if arguments.seed < 0:
@@ -403,48 +320,39 @@ def run_test(arguments: argparse.Namespace) -> int:
 
 
 COMMANDS = (
-    (
-        "verify",
-        "check, layer by layer, that the Gram loss is biased poly2 MMD / (4 d^2) (values, gradients)",
-        "Check, layer by layer, in float64 (the proof) and float32, that Gatys' Gram loss equals the biased "
-        "MMD^2 with k(a, b) = (a^T b)^2 divided by 4 d^2: values, gradients with respect to the image, the "
-        "feature route against the pairwise route, and the unbiased estimator's gap against its closed form.",
-        EPILOG_VERIFY,
-        add_verify_arguments,
-        run_verify,
+    Command(
+        name="verify",
+        summary="check, layer by layer, that the Gram loss is biased poly2 MMD / (4 d^2) (values, gradients)",
+        description=(
+            "Check, layer by layer, in float64 (the proof) and float32, that Gatys' Gram loss equals the "
+            "biased MMD^2 with k(a, b) = (a^T b)^2 divided by 4 d^2: values, gradients with respect to the "
+            "image, the feature route against the pairwise route, and the unbiased estimator's gap against "
+            "its closed form."
+        ),
+        add_arguments=add_verify_arguments,
+        run=user_errors(run_verify),
+        epilog=EPILOG_VERIFY,
     ),
-    (
-        "compare",
-        "run transfer with several losses and measure what each matches, per layer and kernel",
-        "Style transfer (or texture synthesis) once per loss spec, same seed and steps; then every result's "
-        "MMD^2 against the style per layer under several kernels, as a table, JSON and a figure.",
-        EPILOG_COMPARE + "\n\n" + LOSS_HELP,
-        add_compare_arguments,
-        run_compare,
+    Command(
+        name="compare",
+        summary="run transfer with several losses and measure what each matches, per layer and kernel",
+        description=(
+            "Style transfer (or texture synthesis) once per loss spec, same seed and steps; then every "
+            "result's MMD^2 against the style per layer under several kernels, as a table, JSON and a figure."
+        ),
+        add_arguments=add_compare_arguments,
+        run=user_errors(run_compare),
+        epilog=EPILOG_COMPARE + "\n\n" + LOSS_HELP,
     ),
-    (
-        "test",
-        "per-layer MMD permutation tests: can two images' features be told apart?",
-        "A kernel two-sample (permutation) test on each layer's features of two images, with Holm's "
-        "correction over the layers.",
-        EPILOG_TEST,
-        add_test_arguments,
-        run_test,
+    Command(
+        name="test",
+        summary="per-layer MMD permutation tests: can two images' features be told apart?",
+        description=(
+            "A kernel two-sample (permutation) test on each layer's features of two images, with Holm's "
+            "correction over the layers."
+        ),
+        add_arguments=add_test_arguments,
+        run=user_errors(run_test),
+        epilog=EPILOG_TEST,
     ),
 )
-
-
-def add_commands(commands: Any, names: tuple[str, ...] = ("verify", "compare", "test")) -> None:
-    """Register these commands (verify, compare, test) on the ``mmdstyle`` parser's subcommands."""
-    for name, summary, description, epilog, add, run in COMMANDS:
-        if name not in names:
-            continue
-        parser = commands.add_parser(
-            name,
-            help=summary,
-            description=description,
-            epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        add(parser)
-        parser.set_defaults(run=run)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdstyle.image import load_image
+from mmdstyle.style.images import load_image
 
 #: name -> (file, what it shows, suggested use)
 SAMPLES: dict[str, tuple[str, str, str]] = {

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -161,31 +162,53 @@ class StyleSpec:
         """
         if estimator not in ESTIMATORS:
             raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-        parts = []
+        weights, terms = [], []
         for weight, atom in self.terms:
             if atom.kind == "gram":
-                parts.append((weight, _gram_term))
+                term = GramTerm()
             elif atom.kind == "bn":
-                parts.append((weight, bn_style_loss))
+                term = BNTerm()
             else:
-                kernel = (atom.kernel or KernelAtom("poly2")).build(target)
-                parts.append((weight, _MMDTerm(kernel, estimator)))
-        return _WeightedTerms(tuple(parts))
+                term = MMDTerm((atom.kernel or KernelAtom("poly2")).build(target), estimator)
+            weights.append(weight)
+            terms.append(term)
+        return WeightedTerms(tuple(weights), tuple(terms))
 
 
-def _gram_term(x: Array, y: Array) -> Array:
+# The built terms are pytrees: a kernel's numbers (a data-driven bandwidth) are traced arguments
+# of the compiled transfer step, so one program serves every style image of the same shapes.
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class GramTerm:
     """Gatys' Gram loss; for unequal sample counts its natural form ||G_x/m - G_y/n||^2 / (4 d^2).
 
     A style image of another size than the output has another number of positions; Gatys'
-    formula assumes equal counts, and the MMD form (MATH.md) is what it becomes otherwise.
+    formula assumes equal counts, and the MMD form (docs/math.md, "The Gram loss is a biased
+    MMD") is what it becomes otherwise.
     """
-    return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class _MMDTerm:
+class BNTerm:
+    """Li et al.'s BN-statistics loss (:func:`mmdstyle.bn_style_loss`)."""
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        return bn_style_loss(x, y)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class MMDTerm:
+    """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator (:func:`mmdstyle.mmd_style_loss`)."""
+
     kernel: AbstractKernel
-    estimator: str
+    estimator: str = field(metadata={"static": True})
 
     def __call__(self, x: Array, y: Array) -> Array:
         if self.estimator == "linear":
@@ -199,13 +222,17 @@ def _permutation(count: int) -> np.ndarray:
     return np.random.default_rng(count).permutation(count)
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class _WeightedTerms:
-    parts: tuple[tuple[float, StyleTerm], ...]
+class WeightedTerms:
+    """``sum_i weights[i] * terms[i](x, y)``: a spec's weighted sum, as the engine evaluates it."""
+
+    weights: tuple[float, ...] = field(metadata={"static": True})
+    terms: tuple[StyleTerm, ...]
 
     def __call__(self, x: Array, y: Array) -> Array:
         total = None
-        for weight, term in self.parts:
+        for weight, term in zip(self.weights, self.terms, strict=True):
             value = term(x, y)
             value = value if weight == 1.0 else weight * value
             total = value if total is None else total + value

@@ -13,7 +13,7 @@ For each layer's samples ``x`` (generated image) and ``s`` (style image) the rep
 
       MMD_u^2 - MMD_b^2 = (m ||G_x/m||_F^2 - sum_i ||x_i||^4) / (m (m - 1)) + (same for s)
 
-  (MATH.md: ``sum_{i != j} k = sum_ij k - sum_i k(x_i, x_i)`` with ``k = (a^T b)^2``).
+  (docs/math.md: ``sum_{i != j} k = sum_ij k - sum_i k(x_i, x_i)`` with ``k = (a^T b)^2``).
 
 The features may come from any extractor; :func:`synthetic_vgg_layers` makes ReLU-like ones with
 VGG-19's layer shapes, so the check runs with no network and no weights.
@@ -30,10 +30,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import check_choice, check_scalar
+from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, check_choice, check_integer, check_scalar
+from mmdstyle.features.layers import (
+    ExtractorArgument,
+    as_samples,
+    cast_extractor,
+    extract_samples,
+    resolve_layers,
+)
+from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.kernels import HIGHEST, Polynomial
 from mmdstyle.losses import gram_style_loss, mmd_style_loss
 from mmdstyle.mmd import mmd2, select_route
+from mmdstyle.style.images import resize_cover
 
 __all__ = [
     "IdentityReport",
@@ -207,7 +216,7 @@ def _image_sides(
 
     def features(image: Array) -> dict[str, Array]:
         maps = extractor(image, layers)
-        return {layer: maps[layer].reshape(-1, maps[layer].shape[-1]) for layer in layers}
+        return {layer: as_samples(maps[layer]) for layer in layers}
 
     xs, pullback = jax.vjp(features, image)
     sides = {layer: _sides(xs[layer], targets[layer], estimator) for layer in layers}
@@ -295,13 +304,13 @@ def verify_gram_mmd_identity(
     """
     if not layers:
         raise ValueError("layers is empty: pass at least one layer name -> (x, s) pair.")
-    check_choice("estimator", estimator, ("biased", "unbiased"))
+    check_choice("estimator", estimator, ALL_PAIRS_ESTIMATORS)
     check_scalar("tolerance", tolerance, positive=True)
     pairs = {}
     for name, (x, s) in layers.items():  # every layer is checked before any is computed
         x, s = np.asarray(x, np.float64), np.asarray(s, np.float64)
-        x = x.reshape(-1, x.shape[-1]) if x.ndim == 3 else x
-        s = s.reshape(-1, s.shape[-1]) if s.ndim == 3 else s
+        x = as_samples(x) if x.ndim == 3 else x
+        s = as_samples(s) if s.ndim == 3 else s
         if x.ndim != 2 or x.shape != s.shape:
             raise ValueError(
                 f"Layer {name!r}: x and s must be samples (m, d) of the same shape for the Gram "
@@ -345,16 +354,11 @@ def verify_images(
       tolerance, estimator: as in :func:`verify_gram_mmd_identity`.
       source: shown in the report (default: the extractor's class and the size).
     """
-    from mmdstyle.analysis import cast_extractor, extractor_layers, extractor_samples
-    from mmdstyle.features import default_extractor
-    from mmdstyle.image import resize_cover
-
-    check_choice("estimator", estimator, ("biased", "unbiased"))
+    check_choice("estimator", estimator, ALL_PAIRS_ESTIMATORS)
     check_scalar("tolerance", tolerance, positive=True)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
-        raise ValueError(f"size must be a whole number of pixels >= 2, got {size!r}.")
-    extractor = default_extractor() if extractor is None else extractor
-    layers = extractor_layers(extractor, layers)
+    check_integer("size", size, minimum=2, hint=" (pixels)")
+    extractor = extractor_or_default(extractor)
+    layers = resolve_layers(extractor, layers)
     pair = [resize_cover(np.asarray(picture, np.float32), (size, size)) for picture in (image, style)]
     source = source or f"{type(extractor).__name__} features of {size} x {size} images"
     sides: dict[str, dict[str, dict[str, Array]]] = {}
@@ -363,7 +367,7 @@ def verify_images(
             network = cast_extractor(extractor, dtype)
             image_array, style_array = (jnp.asarray(picture, dtype) for picture in pair)
             targets = {
-                layer: jnp.asarray(s) for layer, s in extractor_samples(network, style_array, layers).items()
+                layer: jnp.asarray(s) for layer, s in extract_samples(network, style_array, layers).items()
             }
             produced = {str(target.dtype) for target in targets.values()}
             if dtype == "float64" and produced != {"float64"}:
@@ -372,8 +376,9 @@ def verify_images(
                     "needs float64 features. Pass a Flax NNX module (cast automatically) or a function that "
                     "keeps its input's dtype."
                 )
-            compute = _image_sides_function(network)
-            sides[dtype] = compute(image_array, targets, network, layers, estimator)
+            sides[dtype] = _jitted_image_sides(
+                image_array, targets, ExtractorArgument(network), layers, estimator
+            )
             if dtype == "float64":
                 exact_targets = targets
         checks = tuple(
@@ -383,19 +388,6 @@ def verify_images(
             for layer in layers
         )
     return IdentityReport(checks, source, estimator, "image")
-
-
-def _image_sides_function(extractor: Any):
-    """The compiled :func:`_image_sides`: a Flax module is a jit argument, anything else a constant."""
-    from flax import nnx
-
-    if isinstance(extractor, nnx.Module):
-        return _jitted_image_sides
-    jitted = jax.jit(
-        lambda image, targets, layers, estimator: _image_sides(image, targets, extractor, layers, estimator),
-        static_argnames=("layers", "estimator"),
-    )
-    return lambda image, targets, _, layers, estimator: jitted(image, targets, layers, estimator)
 
 
 def synthetic_vgg_layers(image_size: int = 64, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -1,6 +1,6 @@
 """Images seen through a feature extractor, layer by layer: samples, and two-sample tests.
 
-A layer's feature map (h, w, d) is read as h * w samples in R^d (MATH.md). Asking whether two
+A layer's feature map (h, w, d) is read as h * w samples in R^d (docs/math.md). Asking whether two
 images have the same style is then asking whether two samples come from one distribution,
 which is what the kernel two-sample test answers (Gretton et al. 2012): one permutation test
 per layer, with Holm's correction because several layers are tested at once.
@@ -25,25 +25,25 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from mmdstyle._checks import check_choice, check_estimator, check_max_samples
+from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_max_samples
+from mmdstyle.features.layers import as_samples, extract_samples, resolve_layers, subsample
+from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.kernels import AbstractKernel, check_kernel
-from mmdstyle.specs import KernelExpression, parse_kernel_spec
+from mmdstyle.style.images import fit_within, resize
+from mmdstyle.style.specs import KernelExpression, parse_kernel_spec
 from mmdstyle.two_sample import mmd2_test
 
 __all__ = [
     "LayerTest",
     "LayerTestReport",
-    "cast_extractor",
-    "extractor_layers",
-    "extractor_samples",
     "holm_adjust",
     "image_two_sample_tests",
     "layer_two_sample_tests",
-    "subsample",
 ]
 
 #: Default positions per image and layer in a test: the pooled 2 x 1024 samples stay under
-#: ``two_sample.MATRIX_SAMPLES``, where every permutation costs one matrix-vector product.
+#: ``mmdstyle.two_sample.MATRIX_SAMPLES``, where ``method="auto"`` evaluates every permutation
+#: from one pooled kernel matrix.
 TEST_SAMPLES = 1024
 
 MULTIPLE_TESTING_NOTE = (
@@ -52,59 +52,6 @@ MULTIPLE_TESTING_NOTE = (
     "the permutation test treats the sampled positions as independent draws: read small p-values as "
     "'clearly distinguishable', not as exact error rates."
 )
-
-
-# ---------------------------------------------------------------- extractors and samples
-
-
-def extractor_layers(
-    extractor: Any, layers: Sequence[str] | None, attribute: str = "default_style_layers"
-) -> tuple[str, ...]:
-    """``layers``, or the extractor's default style layers; a ValueError if neither is known."""
-    if layers is not None:
-        layers = tuple(layers)
-    else:
-        layers = tuple(getattr(extractor, attribute, None) or ())
-        if not layers:
-            raise ValueError(f"the extractor has no {attribute}: name the layers to analyse.")
-    known = getattr(extractor, "layer_names", None)
-    unknown = [layer for layer in layers if known is not None and layer not in known]
-    if unknown or len(set(layers)) != len(layers):
-        raise ValueError(
-            f"layers must be distinct layers of the extractor; got {list(layers)}"
-            + (f", unknown: {unknown}; it has {', '.join(known)}." if unknown else ".")
-        )
-    return layers
-
-
-def extractor_samples(extractor: Any, image: ArrayLike, layers: Sequence[str]) -> dict[str, np.ndarray]:
-    """Each layer's feature map of ``image`` (H, W, 3) as samples (h * w, d), NumPy arrays."""
-    maps = extractor(jnp.asarray(image), tuple(layers))
-    return {layer: np.asarray(maps[layer]).reshape(-1, maps[layer].shape[-1]) for layer in layers}
-
-
-def cast_extractor(extractor: Any, dtype: Any) -> Any:
-    """A copy of a Flax NNX extractor whose floating-point weights have ``dtype``.
-
-    Other extractors (plain functions) are returned as they are: they compute in whatever dtype
-    they were written for.
-    """
-    from flax import nnx
-
-    if not isinstance(extractor, nnx.Module):
-        return extractor
-    graph, state = nnx.split(extractor)
-    state = jax.tree.map(
-        lambda value: value.astype(dtype) if jnp.issubdtype(value.dtype, jnp.floating) else value, state
-    )
-    return nnx.merge(graph, state)
-
-
-def subsample(samples: np.ndarray, count: int | None, rng: np.random.Generator) -> np.ndarray:
-    """``count`` rows drawn without replacement (all rows, in order, if there are no more)."""
-    if count is None or samples.shape[0] <= count:
-        return samples
-    return samples[np.sort(rng.choice(samples.shape[0], count, replace=False))]
 
 
 # ---------------------------------------------------------------- two-sample tests per layer
@@ -242,7 +189,7 @@ def layer_two_sample_tests(
     """
     if not layers:
         raise ValueError("layers is empty: pass at least one layer name -> (a, b) pair.")
-    check_choice("estimator", estimator, ("unbiased", "biased", "linear"))
+    check_choice("estimator", estimator, ESTIMATORS)
     if not (isinstance(alpha, float | int) and 0 < alpha < 1):
         raise ValueError(f"alpha must be a level between 0 and 1, e.g. 0.05; got {alpha!r}.")
     check_max_samples(max_samples)
@@ -250,7 +197,7 @@ def layer_two_sample_tests(
     rng = np.random.default_rng(seed)
     prepared = []  # every layer is checked before the first test runs
     for layer, (a, b) in layers.items():
-        a, b = (np.asarray(side).reshape(-1, np.shape(side)[-1]) for side in (a, b))
+        a, b = (as_samples(np.asarray(side)) for side in (a, b))
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"layer {layer!r}: the two sides have {a.shape[1]} and {b.shape[1]} channels.")
         used_a, used_b = subsample(a, max_samples, rng), subsample(b, max_samples, rng)
@@ -309,13 +256,10 @@ def image_two_sample_tests(
         layers: default: the extractor's style layers.
         options: passed on (kernel, num_permutations, estimator, max_samples, alpha, seed).
     """
-    from mmdstyle.features import default_extractor
-    from mmdstyle.image import fit_within, resize
-
-    extractor = default_extractor() if extractor is None else extractor
-    layers = extractor_layers(extractor, layers)
+    extractor = extractor_or_default(extractor)
+    layers = resolve_layers(extractor, layers)
     images = [np.asarray(image, np.float32) for image in (image_a, image_b)]
     if size is not None:
         images = [resize(image, fit_within(image.shape[:2], size)) for image in images]
-    a, b = (extractor_samples(extractor, image, layers) for image in images)
+    a, b = (extract_samples(extractor, image, layers) for image in images)
     return layer_two_sample_tests({layer: (a[layer], b[layer]) for layer in layers}, source=source, **options)

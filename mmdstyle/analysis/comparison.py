@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_max_samples
-from mmdstyle.analysis import extractor_layers, extractor_samples, subsample
+from mmdstyle.features.layers import extract_samples, resolve_layers, subsample
+from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.mmd import mmd2
-from mmdstyle.objective import TransferConfig, check_config, with_default_weights
-from mmdstyle.specs import parse_kernel_spec
+from mmdstyle.style.engine import initial_image, stage_images, transfer, with_default_init
+from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
+from mmdstyle.style.specs import parse_kernel_spec
 
 __all__ = [
     "DEFAULT_KERNELS",
@@ -159,18 +161,18 @@ def discrepancy_measure(
     subset (seeded; the feature-route kernels, linear and poly2, would not need it).
     """
     expressions = [parse_kernel_spec(kernel) for kernel in kernels]
-    layers = extractor_layers(extractor, layers)
+    layers = resolve_layers(extractor, layers)
     check_choice("estimator", estimator, ESTIMATORS)
     check_max_samples(max_samples)
     rng = np.random.default_rng(seed)
     style_samples = {
         layer: jnp.asarray(subsample(samples, max_samples, rng))
-        for layer, samples in extractor_samples(extractor, style, layers).items()
+        for layer, samples in extract_samples(extractor, style, layers).items()
     }
     built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
 
     def measure(image: np.ndarray) -> np.ndarray:
-        samples = extractor_samples(extractor, image, layers)
+        samples = extract_samples(extractor, image, layers)
         values = np.empty((len(expressions), len(layers)))
         for j, layer in enumerate(layers):
             x = jnp.asarray(subsample(samples[layer], max_samples, rng))
@@ -230,9 +232,6 @@ def compare_losses(
     Returns:
         A :class:`Comparison`. Every spec is checked before the first run starts.
     """
-    from mmdstyle.features import default_extractor
-    from mmdstyle.transfer import transfer, with_default_init
-
     config = with_default_init(TransferConfig() if config is None else config, content)
     losses = tuple(losses)
     if not losses or len(set(losses)) != len(losses):
@@ -241,11 +240,11 @@ def compare_losses(
         raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
     for kernel in kernels:
         parse_kernel_spec(kernel)
-    extractor = default_extractor() if extractor is None else extractor
+    extractor = extractor_or_default(extractor)
     synthesis = content is None
     for loss in losses:
         check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
-    layers = extractor_layers(extractor, layers if layers is not None else config.style_layers)
+    layers = resolve_layers(extractor, layers if layers is not None else config.style_layers)
     # the starting image and the style at the results' size, measured like the results; measuring
     # the start first checks the kernels, layers and estimator before any run
     stage_content, (measured_style,), start = _stage_start(config, content, style, config.stages()[-1])
@@ -302,9 +301,7 @@ def _stage_start(
     config: TransferConfig, content: np.ndarray | None, style: np.ndarray, size: int
 ) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray]:
     """A stage's content and style images at ``size``, and the image a run would start it from
-    (``config`` has been through :func:`mmdstyle.transfer.with_default_init`)."""
-    from mmdstyle.transfer import initial_image, stage_images
-
+    (``config`` has been through :func:`mmdstyle.style.engine.with_default_init`)."""
     stage_content, styles, shape = stage_images(config, content, [style], size)
     return stage_content, styles, np.asarray(initial_image(config, stage_content, shape), np.float32)
 
@@ -313,12 +310,11 @@ def _style_strength(
     config: TransferConfig, extractor: Any, content: np.ndarray | None, style: np.ndarray
 ) -> float:
     """sum_l w_l L_style^l at the image the first stage starts from (before beta)."""
-    from mmdstyle.objective import Objective
-
     stage_content, styles, start = _stage_start(config, content, style, config.stages()[0])
     objective = Objective(config, extractor, stage_content, styles)
-    terms = objective.terms_of(jnp.asarray(start, config.dtype), extractor, objective.targets)
-    strength = float(sum(objective.layer_weights[layer] * value for layer, value in terms["style"].items()))
+    strength = float(
+        objective.weighted_style(objective.terms_of(jnp.asarray(start, config.dtype), extractor))
+    )
     if not (np.isfinite(strength) and strength > 0):
         raise ValueError(
             f"the style term of {config.loss!r} is {strength} at the starting image, so it cannot be "

@@ -1,6 +1,6 @@
 """Style transfer and texture synthesis with any style loss: one engine for both.
 
-The objective is :mod:`mmdstyle.objective`'s; this module optimises it over the image's pixels
+The objective is :mod:`mmdstyle.style.objective`'s; this module optimises it over the image's pixels
 with optax L-BFGS (its zoom line search) or Adam. Each step is one compiled program; the steps
 are dispatched in chunks, and the progress bar and the per-step history are updated between
 them. A multi-scale pyramid runs the stages in turn, each from the previous result upsampled.
@@ -13,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from jaxtyping import Array
 
-from mmdstyle._progress import progress_bar
-from mmdstyle.image import fit_within, luminance_transfer, resize
-from mmdstyle.objective import Objective, TransferConfig, check_config, with_default_weights
+from mmdstyle.features.layers import ExtractorArgument
+from mmdstyle.features.progress import progress_bar
+from mmdstyle.features.registry import extractor_or_default
+from mmdstyle.style.images import fit_within, luminance_transfer, resize
+from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
 
 
 @dataclass
@@ -41,52 +44,89 @@ class TransferResult:
     config: TransferConfig | None = None
 
 
-def _optimizer(config: TransferConfig) -> optax.GradientTransformationExtraArgs:
-    if config.optimizer == "adam":
-        return optax.adam(config.learning_rate)
-    return optax.lbfgs()
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimiser of a run, hashable: part of the compiled step's identity."""
+
+    kind: str  # "lbfgs" or "adam"
+    learning_rate: float
+
+    @classmethod
+    def of(cls, config: TransferConfig) -> OptimizerSettings:
+        return cls(config.optimizer, float(config.learning_rate) if config.optimizer == "adam" else 0.0)
+
+    def build(self) -> optax.GradientTransformationExtraArgs:
+        if self.kind == "adam":
+            return optax.adam(self.learning_rate)
+        return optax.lbfgs()
 
 
-def _step_function(objective: Objective, optimizer) -> Callable:
-    """One optimiser step, to be compiled whole: (image, state, ...) -> (image, state, value, terms).
+def _step(
+    image: Array, state: Any, extractor: ExtractorArgument, objective: Objective, optimizer: OptimizerSettings
+) -> tuple[Array, Any, Array, dict[str, Any]]:
+    """One optimiser step: (image, state, ...) -> (image, state, value, terms), compiled whole.
 
     The steps run from a Python loop, not inside ``lax.scan``: XLA's CPU backend runs a loop
     body about 2x slower than the same computation compiled on its own (measured: VGG-19
     value + gradient at 128 px, 0.74 s per step in a scan against 0.26 s stepped from Python),
     and dispatch costs nothing next to a network's evaluation.
     """
-    pytree_extractor = isinstance(objective.extractor, nnx.Module)
+    transformation = optimizer.build()
 
-    def step(image, state, extractor, targets):
-        extractor = extractor if pytree_extractor else objective.extractor
+    def value_fn(image: Array) -> Array:
+        return objective.total(objective.terms_of(image, extractor))
 
-        def value_fn(image):
-            return objective.total(objective.terms_of(image, extractor, targets))
+    if optimizer.kind == "lbfgs":
+        # the line search already evaluated value and gradient at this image: reuse them
+        value, gradient = optax.value_and_grad_from_state(value_fn)(image, state=state)
+        terms = objective.terms_of(image, extractor)  # one extra forward, for the history
+        updates, state = transformation.update(
+            gradient, state, image, value=value, grad=gradient, value_fn=value_fn
+        )
+        evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps")
+    else:
+        (value, terms), gradient = jax.value_and_grad(
+            lambda x: (lambda t: (objective.total(t), t))(objective.terms_of(x, extractor)), has_aux=True
+        )(image)
+        updates, state = transformation.update(gradient, state, image)
+        evaluations = jnp.ones((), jnp.int32)
+    return optax.apply_updates(image, updates), state, value, {**terms, "evaluations": evaluations}
 
-        if objective.config.optimizer == "lbfgs":
-            # the line search already evaluated value and gradient at this image: reuse them
-            value, gradient = optax.value_and_grad_from_state(value_fn)(image, state=state)
-            terms = objective.terms_of(image, extractor, targets)  # one extra forward, for the history
-            updates, state = optimizer.update(
-                gradient, state, image, value=value, grad=gradient, value_fn=value_fn
-            )
-            evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps")
-        else:
-            (value, terms), gradient = jax.value_and_grad(
-                lambda x: (lambda t: (objective.total(t), t))(objective.terms_of(x, extractor, targets)),
-                has_aux=True,
-            )(image)
-            updates, state = optimizer.update(gradient, state, image)
-            evaluations = jnp.ones((), jnp.int32)
-        return optax.apply_updates(image, updates), state, value, {**terms, "evaluations": evaluations}
 
-    return jax.jit(step)
+_jitted_step = jax.jit(_step, static_argnames="optimizer")
+
+#: Compiled steps of this process, by optimiser and the structure, shapes and dtypes of their
+#: arguments: a stage, a run or a comparison with the same settings and sizes compiles nothing.
+_COMPILED_STEPS: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+#: The most compiled steps kept (least recently used first out): each holds a program's buffers.
+MAX_COMPILED_STEPS = 16
+
+
+def compiled_step(arguments: tuple[Any, ...], optimizer: OptimizerSettings) -> tuple[Any, float]:
+    """The compiled step for these arguments, and the seconds spent compiling it now (0 if cached).
+
+    The key is what the program depends on: the optimiser, the arguments' pytree structure (the
+    objective's layers and weights, the terms' kernels, the extractor's architecture) and each
+    leaf's shape and dtype; never the values, which are arguments of the program.
+    """
+    leaves, structure = jax.tree.flatten(arguments)
+    key = (optimizer, structure, tuple(jax.typeof(leaf) for leaf in leaves))
+    if key in _COMPILED_STEPS:
+        _COMPILED_STEPS.move_to_end(key)
+        return _COMPILED_STEPS[key], 0.0
+    started = time.perf_counter()
+    compiled = _jitted_step.lower(*arguments, optimizer=optimizer).compile()
+    _COMPILED_STEPS[key] = compiled
+    if len(_COMPILED_STEPS) > MAX_COMPILED_STEPS:
+        _COMPILED_STEPS.popitem(last=False)
+    return compiled, time.perf_counter() - started
 
 
 def run_stage(
     objective: Objective,
     image: np.ndarray,
     *,
+    extractor: Any,
     steps: int,
     first_step: int = 0,
     first_seconds: float = 0.0,
@@ -97,17 +137,14 @@ def run_stage(
     Each record holds the step, the total loss and every term at the image the step started
     from, the objective's evaluations in the step (L-BFGS: its line search's), and the seconds
     since the stage started (compilation excluded, reported apart in the first record as
-    ``compile_seconds``).
+    ``compile_seconds``: 0 when this process had already compiled the same step).
     """
     config = objective.config
-    optimizer = _optimizer(config)
+    optimizer = OptimizerSettings.of(config)
     params = jnp.asarray(image, config.dtype)
-    state = optimizer.init(params)
-    extractor = objective.extractor if isinstance(objective.extractor, nnx.Module) else None
-    arguments = (params, state, extractor, objective.targets)
-    started = time.perf_counter()
-    step = _step_function(objective, optimizer).lower(*arguments).compile()
-    compile_seconds = time.perf_counter() - started
+    state = optimizer.build().init(params)
+    network = ExtractorArgument(extractor)
+    step, compile_seconds = compiled_step((params, state, network, objective), optimizer)
     check_memory(step, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
@@ -117,7 +154,7 @@ def run_stage(
         started = time.perf_counter()
         images, new_state, outputs = [params], state, []
         for _ in range(length):  # dispatched asynchronously; read back once per chunk
-            new_params, new_state, value, terms = step(images[-1], new_state, extractor, objective.targets)
+            new_params, new_state, value, terms = step(images[-1], new_state, network, objective)
             images.append(new_params)
             outputs.append((value, terms))
         values = np.array([float(value) for value, _ in outputs])  # values[i]: the loss at images[i]
@@ -267,12 +304,10 @@ def transfer(
         A :class:`TransferResult`. A loss that becomes NaN or infinite stops the run; the result
         then holds the last finite image and says why in ``stopped_early``.
     """
-    from mmdstyle.features import default_extractor
-
     config = TransferConfig() if config is None else config
     if not styles:
         raise ValueError("at least one style image is needed.")
-    extractor = default_extractor() if extractor is None else extractor
+    extractor = extractor_or_default(extractor)
     check_config(config, extractor, len(styles), synthesis=content is None)
     config = with_default_weights(config, extractor)
     config = with_default_init(config, content)
@@ -299,6 +334,7 @@ def transfer(
         image, records, stopped = run_stage(
             objective,
             start,
+            extractor=extractor,
             steps=config.steps,
             first_step=stage * config.steps,
             first_seconds=seconds,

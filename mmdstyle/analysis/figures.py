@@ -26,15 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmdstyle._io import atomic_path
+from mmdstyle.features.files import atomic_path, check_output_folder
+from mmdstyle.features.layers import as_samples, subsample
+from mmdstyle.mmd import mmd2
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mmdstyle.analysis import LayerTestReport
-    from mmdstyle.comparison import Comparison
+    from mmdstyle.analysis.comparison import Comparison
+    from mmdstyle.analysis.layer_tests import LayerTestReport
+    from mmdstyle.analysis.verification import IdentityReport
     from mmdstyle.kernels import AbstractKernel
-    from mmdstyle.verification import IdentityReport
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -103,9 +105,7 @@ def check_figure_path(path: str | os.PathLike, name: str = "figure") -> Path:
             f"{name} {str(path)!r}: a figure cannot be saved in that format; use one of the extensions "
             f"{', '.join(FIGURE_FORMATS)}."
         )
-    if not path.parent.exists():
-        raise FileNotFoundError(f"the folder {str(path.parent)!r} does not exist.")
-    return path
+    return check_output_folder(path)
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
@@ -288,11 +288,9 @@ def plot_kernel_matrix(
     distribution the four blocks look alike. At most ``max_samples`` random rows of each side are
     drawn (seeded).
     """
-    from mmdstyle.analysis import subsample
-    from mmdstyle.mmd import mmd2
 
     rng = np.random.default_rng(seed)
-    x, y = (subsample(np.asarray(side).reshape(-1, np.shape(side)[-1]), max_samples, rng) for side in (x, y))
+    x, y = (subsample(as_samples(np.asarray(side)), max_samples, rng) for side in (x, y))
     import jax.numpy as jnp
 
     pooled = jnp.asarray(np.concatenate([x, y]))

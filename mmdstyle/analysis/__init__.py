@@ -1,0 +1,45 @@
+"""What the losses do, measured: the identity verified, per-layer two-sample tests, loss comparisons.
+
+- :mod:`~mmdstyle.analysis.verification`: the Gram loss against the biased poly2 MMD, layer by
+  layer, values and gradients, in float64 (the proof) and float32.
+- :mod:`~mmdstyle.analysis.layer_tests`: kernel two-sample tests on each layer's features of two
+  images, with Holm's adjustment.
+- :mod:`~mmdstyle.analysis.comparison`: style transfer with several losses, each result measured
+  under several kernels.
+- :mod:`~mmdstyle.analysis.figures`: the figures of all of these, in one house style.
+
+This layer builds on :mod:`mmdstyle.style`, :mod:`mmdstyle.features` and the core.
+"""
+
+from mmdstyle.analysis.comparison import Comparison, LossRun, compare_losses, style_discrepancies
+from mmdstyle.analysis.layer_tests import (
+    LayerTest,
+    LayerTestReport,
+    holm_adjust,
+    image_two_sample_tests,
+    layer_two_sample_tests,
+)
+from mmdstyle.analysis.verification import (
+    IdentityReport,
+    LayerIdentity,
+    synthetic_vgg_layers,
+    verify_gram_mmd_identity,
+    verify_images,
+)
+
+__all__ = [
+    "Comparison",
+    "IdentityReport",
+    "LayerIdentity",
+    "LayerTest",
+    "LayerTestReport",
+    "LossRun",
+    "compare_losses",
+    "holm_adjust",
+    "image_two_sample_tests",
+    "layer_two_sample_tests",
+    "style_discrepancies",
+    "synthetic_vgg_layers",
+    "verify_gram_mmd_identity",
+    "verify_images",
+]

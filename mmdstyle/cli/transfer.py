@@ -1,0 +1,205 @@
+"""``mmdstyle transfer``, ``synthesize`` and ``demo``: arguments in, image, history and figure out.
+
+Every check that can fail (files, layers, specs, sizes) runs before the optimisation, and every
+output is written atomically: a failed or interrupted run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mmdstyle.cli.command import Command, user_errors
+from mmdstyle.cli.options import (
+    LOSS_HELP,
+    add_loss_options,
+    add_network_options,
+    add_optimiser_options,
+    add_size_options,
+    check_outputs,
+    config_from,
+    extractor_from,
+    load_images,
+)
+from mmdstyle.features.files import write_json
+from mmdstyle.style.engine import transfer
+from mmdstyle.style.images import luminance_transfer, resize, save_image
+from mmdstyle.style.objective import TransferConfig, check_config
+
+EPILOG_TRANSFER = """examples:
+  mmdstyle transfer photo.jpg painting.jpg -o out.png
+  mmdstyle transfer photo.jpg painting.jpg -o out.png --loss "mmd:gaussian(sigma=median)" --style-weight 1e6
+  mmdstyle transfer photo.jpg a.jpg b.jpg --style-blend-weights 0.7,0.3 --scales 128,256 -o out.png
+  mmdstyle transfer -o out.png          (the bundled samples: sample:chelsea sample:hubble)"""
+
+EPILOG_SYNTHESIZE = """examples:
+  mmdstyle synthesize sample:gravel -o gravel.png --size 128
+  mmdstyle synthesize texture.jpg -o out.png --loss "0.5*mmd:linear + 0.5*bn" --layer-loss relu1_1=gram"""
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    synthesis: bool,
+    output: str | None = None,
+    size: int = 256,
+    steps: int = 300,
+) -> None:
+    """The arguments of ``transfer`` (and, without the content ones, of ``synthesize``).
+
+    ``output``, ``size`` and ``steps`` set defaults (``demo`` has a default output, smaller sizes).
+    """
+    if synthesis:
+        parser.add_argument(
+            "styles", nargs="*", metavar="STYLE", help="style (texture) images; default sample:gravel"
+        )
+    else:
+        parser.add_argument(
+            "images",
+            nargs="*",
+            metavar="IMAGE",
+            help="CONTENT then STYLE [STYLE ...]; default: sample:chelsea sample:hubble",
+        )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=output is None,
+        default=output,
+        metavar="OUT.png",
+        help="the result image (.png, .jpg, ...)" + (f"; default {output}" if output else ""),
+    )
+    add_loss_options(parser, synthesis=synthesis)
+    add_network_options(parser)
+    add_size_options(parser, size=size)
+    add_optimiser_options(parser, synthesis=synthesis, steps=steps, init=None, several_styles=True)
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--save-every", type=int, default=0, metavar="N", help="also save the image every N steps"
+    )
+    outputs.add_argument("--history", metavar="FILE", help="per-step losses as JSON (default: OUT.json)")
+    outputs.add_argument("--plot", metavar="FILE", help="loss curves (default: OUT-loss.png)")
+    outputs.add_argument("--no-plot", action="store_true", help="no loss-curve figure")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bar, no messages except errors")
+
+
+def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
+    """Check everything, run, write the outputs; 0 on success, 1 on a stopped run, 2 on bad input."""
+    content, styles, config, extractor, output = _prepare(arguments, synthesis=synthesis)
+    say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+
+    def on_chunk(step: int, image: np.ndarray, records: list[dict]) -> None:
+        within_stage = step - records[-1]["stage"] * config.steps if "stage" in records[-1] else step
+        if arguments.save_every and within_stage % arguments.save_every == 0:
+            if config.original_colors:
+                image = luminance_transfer(np.clip(image, 0, 1), resize(content, image.shape[:2]))
+            save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
+
+    result = transfer(
+        content, styles, config, extractor=extractor, progress=not arguments.quiet, on_chunk=on_chunk
+    )
+    save_image(output, result.image)
+    history_path = Path(arguments.history) if arguments.history else output.with_suffix(".json")
+    report = {"config": _describe(result.config, arguments), "stopped_early": result.stopped_early}
+    write_json(history_path, {**report, "history": result.history})
+    written = [str(output), str(history_path)]
+    if not arguments.no_plot and result.history:
+        from mmdstyle.analysis.figures import plot_history
+
+        plot_path = Path(arguments.plot) if arguments.plot else output.with_name(f"{output.stem}-loss.png")
+        plot_history(
+            result.history, path=plot_path, title=f"style loss {config.loss}", show_tv=config.tv_weight > 0
+        )
+        written.append(str(plot_path))
+    if result.stopped_early:
+        print(f"mmdstyle: {result.stopped_early}", file=sys.stderr)
+        return 1
+    last = result.history[-1]
+    say(
+        f"wrote {', '.join(written)} (loss {last['loss']:.4g} after {len(result.history)} steps, "
+        f"{last['seconds']:.1f} s)"
+    )
+    return 0
+
+
+def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
+    output = Path(arguments.output)
+    check_outputs((output, "image"), (arguments.history, "json"), (arguments.plot, "--plot"))
+    if arguments.save_every < 0:
+        raise ValueError(f"--save-every must be >= 0, got {arguments.save_every}.")
+    if synthesis:
+        content_name, style_names = None, arguments.styles or ["sample:gravel"]
+    else:
+        names = arguments.images or ["sample:chelsea", "sample:hubble"]
+        if len(names) < 2:
+            raise ValueError(
+                "transfer needs a CONTENT image and at least one STYLE image (or none, for the samples)."
+            )
+        content_name, style_names = names[0], names[1:]
+    content = load_images([content_name])[0] if content_name else None
+    styles = load_images(style_names)
+    config = config_from(arguments, synthesis=synthesis, chunk=_chunk(arguments.save_every, arguments.steps))
+    extractor = extractor_from(arguments)
+    check_config(config, extractor, len(styles), synthesis=synthesis)
+    return content, styles, config, extractor, output
+
+
+def _chunk(save_every: int, steps: int) -> int:
+    """Steps between read-backs: at most 10, dividing the snapshot interval and the stage length."""
+    if not save_every:
+        return 10
+    return max(d for d in range(1, 11) if save_every % d == 0 and steps % d == 0)
+
+
+def _describe(config: TransferConfig, arguments: argparse.Namespace) -> dict:
+    described = {key: value for key, value in vars(config).items() if key != "init"}
+    described["init"] = config.init if isinstance(config.init, str) else arguments.init  # a path, not pixels
+    described["layer_losses"] = dict(config.layer_losses)
+    described["extractor"] = arguments.extractor or ("vgg19" if arguments.weights else "default")
+    return described
+
+
+def _run_command(
+    name: str, *, synthesis: bool, summary: str, description: str, examples: str, **defaults
+) -> Command:
+    return Command(
+        name=name,
+        summary=summary,
+        description=description,
+        add_arguments=lambda parser: add_run_arguments(parser, synthesis=synthesis, **defaults),
+        run=user_errors(lambda arguments: run(arguments, synthesis=synthesis)),
+        epilog="\n\n".join(filter(None, (examples, LOSS_HELP))),
+    )
+
+
+COMMANDS = (
+    _run_command(
+        "transfer",
+        synthesis=False,
+        summary="style transfer: CONTENT STYLE [STYLE ...] -o OUT.png with any style loss",
+        description="Style transfer (Gatys et al.) with the Gram loss or any MMD, BN or mixed style loss.",
+        examples=EPILOG_TRANSFER,
+    ),
+    _run_command(
+        "synthesize",
+        synthesis=True,
+        summary="texture synthesis: STYLE [STYLE ...] -o OUT.png with any style loss",
+        description="Texture synthesis from noise: style terms only.",
+        examples=EPILOG_SYNTHESIZE,
+    ),
+    _run_command(
+        "demo",
+        synthesis=False,
+        summary="style transfer of the bundled sample images, small and offline",
+        description=(
+            "mmdstyle transfer sample:chelsea sample:hubble, 128 pixels, 30 steps; every option of "
+            "transfer applies."
+        ),
+        examples="",
+        output="mmdstyle-demo.png",
+        size=128,
+        steps=30,
+    ),
+)
