@@ -7,7 +7,8 @@ What it prints, each a ratio of two timings taken in this run:
 
 1. poly2 unbiased MMD by the feature route / the Gram loss, m = 65536, d = 64 (VGG relu1_1 of a
    256 x 256 image). Goal <= 1.2: the unbiased estimate costs the Gram matrices plus O(m d).
-2. poly2 biased MMD by the pairwise route / the feature route, same size (MATH.md: ~1000x).
+2. poly2 biased MMD by the pairwise route / the feature route, same size (~1000x: docs/math.md,
+   "Feature route").
 3. Gaussian biased MMD, m = n = 16384, d = 64: mmdstyle / a plain blocked-scan implementation
    written below (row blocks against all columns, no symmetry). Goal <= 0.7. Also kernel
    evaluations per second, counting the m^2 + n^2 + m n pairs the estimator is defined over.

@@ -9,10 +9,11 @@ Numeric hyperparameters (``sigma``, ``c``, ``scale``, composition factors) are p
 they are traced by ``jit`` without recompiling and can be differentiated. Flags that change the
 program (the polynomial degree, a user function) are static.
 
-Kernels of the form ``k(a, b) = sum_p c_p (a^T b)^p`` with p <= 2 (linear, polynomial of degree
-<= 2, and sums, products and positive scalings of these that stay within degree 2) advertise their
-coefficients through :meth:`AbstractKernel.inner_product_coefficients`; :func:`mmdstyle.mmd2` then
-takes the exact feature-space route of MATH.md and never builds an m x n matrix.
+Kernels of the form ``k(a, b) = sum_p c_p (a^T b)^p`` (linear, polynomial, and sums, products
+and positive scalings of these) advertise their coefficients through
+:meth:`AbstractKernel.inner_product_coefficients`. Where the degree is at most 2,
+:func:`mmdstyle.mmd2` takes the exact feature route (docs/math.md, "Feature route") and never
+builds an m x n matrix; higher degrees go through the pairwise route.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _number_text(value: Any) -> str:
 
 
 def _safe_sqrt(squared: Array) -> Array:
-    """sqrt with gradient 0 (not inf or NaN) where the argument is 0: coinciding samples."""
+    """Square root with gradient 0 (not inf or NaN) where the argument is 0: coinciding samples."""
     positive = squared > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
@@ -205,15 +206,19 @@ class Linear(AbstractKernel):
     """``k(a, b) = a^T b``. The biased MMD is ``||mean(x) - mean(y)||^2``: mean matching."""
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``a^T b`` by one dot product."""
         return jnp.dot(a, b, precision=HIGHEST)
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """The matrix ``X Y^T`` by one matmul."""
         return jnp.matmul(x, y.T, precision=HIGHEST)
 
     def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        """``x_i^T y_i`` for each row i, as a row-wise sum of products."""
         return jnp.sum(x * y, axis=-1)
 
     def inner_product_coefficients(self) -> tuple[ArrayLike, ...]:
+        """``(0, 1)``: ``k(a, b) = 0 + 1 * a^T b``."""
         return (0.0, 1.0)
 
 
@@ -222,8 +227,9 @@ class Polynomial(AbstractKernel):
     """``k(a, b) = (scale * a^T b + c)^degree``.
 
     scikit-learn calls ``scale`` gamma and ``c`` coef0. ``Polynomial(2)`` is the kernel of the
-    Gram-matrix style loss (Li et al., 2017); a degree-p polynomial MMD matches all uncentred
-    moments up to order p. Degrees <= 2 take the exact feature-space route in ``mmd2``.
+    Gram-matrix style loss (Li et al., 2017). With ``c > 0`` a degree-p polynomial MMD matches
+    all uncentred moments up to order p; with ``c = 0`` only those of order p (``Polynomial(2)``:
+    the second moments, not the means). Degrees <= 2 take the exact feature-space route in ``mmd2``.
 
     Args:
       degree: integer >= 1 (static: each degree compiles its own program).
@@ -248,15 +254,23 @@ class Polynomial(AbstractKernel):
         object.__setattr__(self, "scale", check_scalar("scale", self.scale, positive=True))
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``(scale * a^T b + c)^degree`` from one dot product."""
         return (self.scale * jnp.dot(a, b, precision=HIGHEST) + self.c) ** self.degree
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """``(scale * X Y^T + c)^degree`` entry by entry, from one matmul."""
         return (self.scale * jnp.matmul(x, y.T, precision=HIGHEST) + self.c) ** self.degree
 
     def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        """``(scale * x_i^T y_i + c)^degree`` for each row i."""
         return (self.scale * jnp.sum(x * y, axis=-1) + self.c) ** self.degree
 
     def inner_product_coefficients(self) -> tuple[ArrayLike, ...]:
+        """The binomial expansion's ``c_k = C(degree, k) scale^k c^(degree - k)``, k = 0..degree.
+
+        Every degree has coefficients; ``mmd2`` takes the feature route only for degree <= 2
+        (docs/math.md, "Feature route").
+        """
         # (s t + c)^p = sum_k C(p, k) s^k c^(p-k) t^k
         p = self.degree
         return tuple(math.comb(p, k) * self.scale**k * self.c ** (p - k) for k in range(p + 1))
@@ -284,9 +298,11 @@ class Gaussian(AbstractKernel):
         object.__setattr__(self, "sigma", check_scalar("sigma", self.sigma, positive=True, hint=hint))
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``exp(-||a - b||^2 / (2 sigma^2))``, the squared distance summed from ``a - b``."""
         return jnp.exp(-jnp.sum((a - b) ** 2) / (2.0 * self.sigma**2))
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """``exp(-D / (2 sigma^2))`` of the squared distances ``D`` from :func:`squared_distances`."""
         return jnp.exp(-squared_distances(x, y) / (2.0 * self.sigma**2))
 
 
@@ -303,9 +319,11 @@ class Laplacian(AbstractKernel):
         object.__setattr__(self, "sigma", check_scalar("sigma", self.sigma, positive=True))
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``exp(-||a - b|| / sigma)``, with gradient 0 where ``a == b``."""
         return jnp.exp(-_safe_sqrt(jnp.sum((a - b) ** 2)) / self.sigma)
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """``exp(-sqrt(D) / sigma)``, with squared distances ``D`` below their rounding noise set to 0."""
         return jnp.exp(-_safe_sqrt(squared_distances(x, y, zero_below_rounding=True)) / self.sigma)
 
 
@@ -334,6 +352,7 @@ class FunctionKernel(AbstractKernel):
             )
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``f(a, b)``; a ValueError if the function does not return a scalar."""
         value = jnp.asarray(self.function(a, b))
         if value.shape != ():
             raise ValueError(
@@ -387,8 +406,11 @@ def check_kernel(name: str, value: Any) -> AbstractKernel:
 
 
 class AbstractPairKernel(AbstractKernel):
-    """Two kernels combined entry by entry with ``combine``; every view (scalar, matrix, paired,
-    inner-product coefficients) combines the parts' views the same way."""
+    """Two kernels combined entry by entry with ``combine``.
+
+    Every view (scalar, matrix, paired, inner-product coefficients) combines the parts' views the
+    same way.
+    """
 
     first: AbstractKernel
     second: AbstractKernel
@@ -404,18 +426,23 @@ class AbstractPairKernel(AbstractKernel):
 
     @property
     def translation_invariant(self) -> bool:  # type: ignore[override]
+        """Whether both parts are translation invariant."""
         return self.first.translation_invariant and self.second.translation_invariant
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """The parts' ``k1(a, b)`` and ``k2(a, b)`` combined with ``combine``."""
         return self.combine(self.first.compute_elementwise(a, b), self.second.compute_elementwise(a, b))
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """The parts' kernel matrices combined entry by entry with ``combine``."""
         return self.combine(self.first(x, y), self.second(x, y))
 
     def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        """The parts' paired values combined with ``combine``."""
         return self.combine(self.first.paired(x, y), self.second.paired(x, y))
 
     def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        """The parts' coefficients combined as polynomials in ``a^T b``; None unless both have them."""
         p, q = self.first.inner_product_coefficients(), self.second.inner_product_coefficients()
         if p is None or q is None:
             return None
@@ -465,18 +492,23 @@ class ScaledKernel(AbstractKernel):
 
     @property
     def translation_invariant(self) -> bool:  # type: ignore[override]
+        """Whether the scaled kernel is translation invariant."""
         return self.kernel.translation_invariant
 
     def compute_elementwise(self, a: Float[Array, " d"], b: Float[Array, " d"]) -> Float[Array, ""]:
+        """``factor * k0(a, b)``."""
         return self.factor * self.kernel.compute_elementwise(a, b)
 
     def __call__(self, x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, "m n"]:
+        """``factor`` times the scaled kernel's matrix."""
         return self.factor * self.kernel(x, y)
 
     def paired(self, x: Float[Array, "p d"], y: Float[Array, "p d"]) -> Float[Array, " p"]:
+        """``factor`` times the scaled kernel's paired values."""
         return self.factor * self.kernel.paired(x, y)
 
     def inner_product_coefficients(self) -> tuple[ArrayLike, ...] | None:
+        """The scaled kernel's coefficients times ``factor``; None if it has none."""
         coefficients = self.kernel.inner_product_coefficients()
         if coefficients is None:
             return None

@@ -43,7 +43,7 @@ def gram_style_loss(
 
     Computed as ``||G_x/m - G_y/m||_F^2 / (4 d^2)`` so that no constant overflows and no large
     number is squared. Peers normalise differently: the PyTorch tutorial's loss is
-    ``4 / d^2`` times this one (README, "Normalisations").
+    ``4 / d^2`` times this one (docs/math.md, "How peers normalise").
 
     Args:
       x: generated image features, (m, d) samples or an (h, w, d) map.
@@ -87,7 +87,8 @@ def mmd_style_loss(
       y: style image features, (n, d) or a map; n may differ from m.
       kernel: default ``Polynomial(2)``, i.e. ``k(a, b) = (a^T b)^2``.
       estimator: ``"biased"``, ``"unbiased"`` or ``"linear"`` (see :func:`mmdstyle.mmd2`).
-      block_size, route: passed to :func:`mmdstyle.mmd2`.
+      block_size: rows per block of the pairwise route, passed to :func:`mmdstyle.mmd2`.
+      route: ``"auto"``, ``"feature"`` or ``"pairwise"``, passed to :func:`mmdstyle.mmd2`.
 
     Returns:
       The scalar loss.

@@ -101,7 +101,8 @@ def mmd2(
       x: samples (m, d): m positions of a feature map, each a vector of d channels.
       y: samples (n, d); n may differ from m.
       kernel: any :class:`~mmdstyle.kernels.AbstractKernel`.
-      estimator: ``"biased"`` (V-statistic, >= 0; the Gram loss is its poly2 case),
+      estimator: ``"biased"`` (V-statistic, >= 0 in exact arithmetic for a positive
+        definite kernel; the Gram loss is its poly2 case),
         ``"unbiased"`` (U-statistic) or ``"linear"`` (linear-time, Gretton 2012 Lemma 14:
         consecutive pairs ``z_p = (x_p, y_p)`` in the given order; shuffle first if the order
         carries structure, as Li et al.'s code does).
@@ -168,7 +169,7 @@ def feature_mmd2(
     ``powers`` lists the p whose c_p may be nonzero (default: all); terms known to vanish, such
     as the linear one of ``Polynomial(2)``, then cost nothing.
 
-    The biased estimate is written without cancelling sums (MATH.md):
+    The biased estimate is written without cancelling sums (docs/math.md, "Feature route"):
 
         MMD_b^2 = c_2 ||Gx/m - Gy/n||_F^2 + c_1 ||mean(x) - mean(y)||^2      (c_0 cancels)
 
@@ -210,7 +211,7 @@ def feature_mmd2(
 
 
 def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], Float[Array, " r"]]:
-    """x padded to ``rows`` rows with copies of its last row, and 1/0 weights marking real rows.
+    """``x`` padded to ``rows`` rows with copies of its last row, and 1/0 weights marking real rows.
 
     Copies of a real row keep every kernel value finite (zeros might not be in a user's kernel
     domain), so masked values cannot turn into NaN through 0 * inf.
@@ -224,8 +225,10 @@ def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], F
 def _weighted_sum(
     matrix: Float[Array, "r c"], row_weights: Float[Array, " r"], column_weights: Float[Array, " c"] | None
 ) -> Float[Array, ""]:
-    """``sum_ij u_i K_ij v_j`` (v = 1 if None) as two matrix-vector products, at HIGHEST precision
-    (GPUs would sum in TF32 otherwise)."""
+    """``sum_ij u_i K_ij v_j`` (v = 1 if None), the products with ``u`` and ``v`` at HIGHEST precision.
+
+    Without HIGHEST, GPUs would sum in TF32.
+    """
     if column_weights is None:
         row_sums = jnp.sum(matrix, axis=1)
     else:
@@ -393,7 +396,11 @@ def pairwise_mmd2(
 def linear_time_mmd2(
     x: Float[Array, "m d"], y: Float[Array, "n d"], kernel: AbstractKernel
 ) -> Float[Array, ""]:
-    """MMD_l^2 = 1/P sum_p [k(x, x') + k(y, y') - k(x, y') - k(x', y)], z = x_{2p-1}, z' = x_{2p}."""
+    """MMD_l^2 = 1/P sum_p [k(x, x') + k(y, y') - k(x, y') - k(x', y)].
+
+    The p-th term pairs z = (x, y) = (x_{2p-1}, y_{2p-1}) with z' = (x', y') = (x_{2p}, y_{2p}),
+    in the order given (Gretton et al. 2012, Lemma 14).
+    """
     pairs = min(x.shape[0], y.shape[0]) // 2
     x_odd, x_even = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
     y_odd, y_even = y[0 : 2 * pairs : 2], y[1 : 2 * pairs : 2]

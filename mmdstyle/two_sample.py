@@ -57,6 +57,7 @@ class TwoSampleTestResult:
 
     @property
     def num_permutations(self) -> int:
+        """The number B of random relabellings (the last axis of ``permuted_statistics``)."""
         return int(self.permuted_statistics.shape[-1])
 
 
@@ -76,7 +77,8 @@ def mmd2_test(
       x: samples (m, d).
       y: samples (n, d).
       kernel: any kernel; a characteristic one (Gaussian, Laplacian) makes the test consistent
-        against every alternative, Polynomial(2) only against differences in the first two moments.
+        against every alternative; Polynomial(2, c=1) only against differences in the first two moments,
+        Polynomial(2) (c = 0) only against differences in the second moments.
       num_permutations: B, the number of random relabellings (>= 1). The smallest p-value
         possible is 1 / (B + 1).
       key: PRNG key (default ``jax.random.key(0)``: reproducible).
@@ -167,7 +169,7 @@ def _statistics_from_matrix(
     *,
     unbiased: bool,
 ) -> Float[Array, " B"]:
-    """MMD^2 of each labelling from one pooled kernel matrix K, all labellings in two matmuls.
+    """MMD^2 of each labelling from one pooled kernel matrix K, all labellings in a few matrix products.
 
     With a the 0/1 indicator of the samples labelled x and b = 1 - a:
     sum_xx = a^T K a, sum_yy = b^T K b, sum_xy = a^T K b.

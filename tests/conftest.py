@@ -59,9 +59,11 @@ def tiny_vgg():
 
 
 def pytest_collection_modifyitems(items):
-    """Notebook executions first (their file's tests with them, ``--dist loadfile``).
+    """Notebook executions first, then every file's tests in order.
 
-    They take minutes in one file, which goes to one worker: scheduled first, that worker runs
-    them while the others take every other file; last, they would run alone at the end.
+    ``--dist worksteal`` gives each worker a contiguous part of this order (files stay together,
+    so their tests share compiled programs), and a worker that runs out takes tests from the end
+    of another's. The notebook executions, a minute or more each, go first: last, they would
+    leave one worker running them alone at the end.
     """
     items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)

@@ -1,7 +1,11 @@
-"""What the tests share: small networks, one relative error, the shapes property tests draw."""
+"""What the tests share: small networks, one relative error, the shapes property tests draw, a compile counter."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import jax
 import numpy as np
 from hypothesis import strategies as st
 
@@ -29,3 +33,33 @@ SAMPLE_COUNTS = st.sampled_from([1, 6])
 OTHER_SAMPLE_COUNTS = st.sampled_from([1, 5])
 #: Channels d: one (no cross-channel terms) and a few.
 CHANNELS = st.sampled_from([1, 3])
+
+
+# ---------------------------------------------------------------- compilations
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_counters: list[list[int]] = []
+
+
+def _count_compilation(event: str, duration: float, **kwargs: object) -> None:
+    if event == _COMPILE_EVENT:
+        for counter in _counters:
+            counter[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
+@contextlib.contextmanager
+def count_compilations() -> Iterator[list[int]]:
+    """Count the XLA compilations (every program, eager operations too) inside the block.
+
+    ``with count_compilations() as count: ...`` then ``count[0]``. A guard for compiled-program
+    reuse, in the spirit of optax's ``test_utils.log_compilations``.
+    """
+    counter = [0]
+    _counters.append(counter)
+    try:
+        yield counter
+    finally:
+        _counters.remove(counter)

@@ -73,7 +73,9 @@ def violations(source: str, module: str) -> list[str]:
     for line, imported, name in imports_of(source, module):
         target = LAYERS.index(layer_of(imported))
         if target > own:
-            problems.append(f"{module}:{line} imports {imported} ({LAYERS[target]}), a layer above {LAYERS[own]}")
+            problems.append(
+                f"{module}:{line} imports {imported} ({LAYERS[target]}), a layer above {LAYERS[own]}"
+            )
         if name.startswith("_") and not name.startswith("__"):
             problems.append(f"{module}:{line} imports the private name {name} of {imported}")
     return problems

@@ -3,7 +3,7 @@
     median heuristic   sigma = sqrt(median_{i<j} ||z_i - z_j||^2 / 2)
     mean variant       sigma = sqrt(mean_{i<j} ||z_i - z_j||^2 / 2)
 
-over the pooled samples z = (x, y) (MATH.md).
+over the pooled samples z = (x, y) (docs/math.md, "Bandwidth heuristics").
 """
 
 from __future__ import annotations

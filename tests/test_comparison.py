@@ -33,7 +33,7 @@ def images():
 
 
 def test_the_matrix_is_what_each_kernel_measures(network, rng):
-    # linear: squared distance of the means; poly2: ||G_x/m - G_s/n||^2 (MATH.md), in float64
+    # linear: squared distance of the means; poly2: ||G_x/m - G_s/n||^2 (docs/math.md), in float64
     wide = cast_extractor(network, jnp.float64)
     image, style = rng.uniform(size=(16, 24, 3)), rng.uniform(size=(32, 32, 3))
     values = style_discrepancies(

@@ -99,14 +99,14 @@ def test_unequal_sizes_gram_refuses_and_points_to_mmd(rng, as_a_user):
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(20, 4))
     with pytest.raises(ValueError, match=r"m=30 and n=20.*mmd_style_loss"):
         ms.gram_style_loss(x, y)
-    # MATH.md: with unequal sizes the natural form is ||G_x/m - G_y/n||_F^2 (over 4 d^2 here).
+    # docs/math.md: with unequal sizes the natural form is ||G_x/m - G_y/n||_F^2 (over 4 d^2 here).
     expected = np.sum((x.T @ x / 30 - y.T @ y / 20) ** 2) / (4 * 4**2)
     np.testing.assert_allclose(float(ms.mmd_style_loss(x, y)), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("c", [0.0, 0.5, 3.0])
 def test_poly2_with_offset_closed_form(rng, c):
-    # MATH.md: for (a^T b + c)^2 the c^2 terms cancel and
+    # docs/math.md: for (a^T b + c)^2 the c^2 terms cancel and
     # MMD_b^2 = ||Gx/m - Gy/n||_F^2 + 2c ||mean(x) - mean(y)||^2.
     x, y = rng.normal(size=(25, 3)), rng.normal(size=(17, 3)) + 0.4
     expected = np.sum((x.T @ x / 25 - y.T @ y / 17) ** 2) + 2 * c * np.sum((x.mean(0) - y.mean(0)) ** 2)

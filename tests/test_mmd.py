@@ -150,7 +150,7 @@ def test_invariant_to_permuting_samples(rng, name, estimator):
 
 
 def test_linear_time_estimator_pairs_samples_in_the_given_order(rng):
-    # MATH.md: z = (x, y) "taken in the given order"; a shuffle is the caller's choice.
+    # docs/math.md: z = (x, y) "taken in the given order"; a shuffle is the caller's choice.
     x, y = samples(rng, 10, 10, 2)
     kernel, function = KERNELS["gaussian"]
     reordered = x[::-1]

@@ -12,6 +12,7 @@ import mmdstyle as ms
 from mmdstyle.features import random_vgg19
 from mmdstyle.style.engine import synthesize, transfer
 from mmdstyle.style.objective import TransferConfig, total_variation
+from tests.helpers import count_compilations
 
 WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
 LAYERS = ("relu1_1", "relu2_1", "relu3_1")
@@ -86,7 +87,7 @@ def test_transfer_with_adam_and_a_content_term_decreases(network, images):
 
 
 def test_gram_and_biased_poly2_mmd_follow_the_same_trajectory(network64, images):
-    # float64 end to end: the two losses are equal as functions (MATH.md), so L-BFGS takes the same
+    # float64 end to end: the two losses are equal as functions (docs/math.md), so L-BFGS takes the same
     # steps; the only differences are rounding in two summation orders, ~1e-15 per step
     _, style = images
     run = lambda loss: synthesize(  # noqa: E731
@@ -123,6 +124,45 @@ def test_history_records_every_step_and_term(network, images):
     weights = 1e3 / 3  # beta * w_l with equal layer weights
     expected = weights * sum(record["style"].values()) + sum(record["content"].values()) + 1e-3 * record["tv"]
     np.testing.assert_allclose(record["loss"], expected, rtol=1e-5)  # float32 sums in another order
+
+
+def test_a_repeated_run_compiles_nothing(network, images):
+    # The step is compiled once per optimiser, settings and shapes in a process: a second run,
+    # another style image of the same size (its own median bandwidth, a traced number), another
+    # seed, or another stage of the same size finds every program compiled.
+    content, style = images
+    settings = config(loss="mmd:gaussian(sigma=median)", steps=3, chunk=3, optimizer="adam")
+    transfer(content, [style], settings, extractor=network, progress=False)
+    other_style = np.ascontiguousarray(style[::-1, ::-1])
+    with count_compilations() as compiled:
+        again = transfer(
+            content, [other_style], dataclasses.replace(settings, seed=5), extractor=network, progress=False
+        )
+        two_stages = transfer(
+            content,
+            [style],
+            dataclasses.replace(settings, scales=(32, 32)),
+            extractor=network,
+            progress=False,
+        )
+    assert compiled[0] == 0
+    assert again.history[0]["compile_seconds"] == 0.0
+    assert [record.get("compile_seconds") for record in two_stages.history[:1]] == [0.0]
+
+
+def test_the_compiled_step_follows_the_settings(network, images):
+    # What changes the program (the optimiser, a loss, the layers) compiles a new step.
+    content, style = images
+    settings = config(steps=2, chunk=2, optimizer="adam")
+    transfer(content, [style], settings, extractor=network, progress=False)
+    for changed in (
+        dataclasses.replace(settings, optimizer="lbfgs"),
+        dataclasses.replace(settings, loss="bn"),
+    ):
+        with count_compilations() as compiled:
+            result = transfer(content, [style], changed, extractor=network, progress=False)
+        assert compiled[0] > 0
+        assert result.history[0]["compile_seconds"] > 0
 
 
 def test_a_pyramid_runs_each_scale_from_the_previous(network, images):

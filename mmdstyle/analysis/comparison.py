@@ -59,6 +59,7 @@ class LossRun:
 
     @property
     def final_loss(self) -> float:
+        """The loss at the last recorded step; NaN if the history is empty."""
         return float(self.history[-1]["loss"]) if self.history else float("nan")
 
 
@@ -82,6 +83,7 @@ class Comparison:
 
     @property
     def rows(self) -> tuple[str, ...]:
+        """Row labels: ``start (<init>)`` for the starting image, then each run's loss spec."""
         init = self.config.init if self.config is not None else "content"
         return (f"start ({init if isinstance(init, str) else 'image'})", *(run.loss for run in self.runs))
 
@@ -121,6 +123,7 @@ class Comparison:
         }
 
     def format_table(self) -> str:
+        """A text report: a line per run, then each kernel's :attr:`relative` values by row and layer."""
         width = max(len(row) for row in self.rows) + 2
         lines = [f"{'loss':<{width}}{'beta':>10}{'seconds':>9}{'compile':>9}{'final loss':>12}{'steps':>7}"]
         for run in self.runs:
@@ -300,8 +303,10 @@ def compare_losses(
 def _stage_start(
     config: TransferConfig, content: np.ndarray | None, style: np.ndarray, size: int
 ) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray]:
-    """A stage's content and style images at ``size``, and the image a run would start it from
-    (``config`` has been through :func:`mmdstyle.style.engine.with_default_init`)."""
+    """A stage's content and style images at ``size``, and the image a run would start it from.
+
+    ``config`` has been through :func:`mmdstyle.style.engine.with_default_init`.
+    """
     stage_content, styles, shape = stage_images(config, content, [style], size)
     return stage_content, styles, np.asarray(initial_image(config, stage_content, shape), np.float32)
 

@@ -164,8 +164,11 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
 
 @_styled
 def plot_identity(report: IdentityReport) -> Figure:
-    """Left: Gram loss against MMD / (4 d^2), one point per layer, on the diagonal when they agree.
-    Right: every relative error of the report per layer, against the tolerance."""
+    """The identity check as a figure: both sides per layer, and every error against the tolerance.
+
+    Left: Gram loss against MMD / (4 d^2), one point per layer, on the diagonal when they agree.
+    Right: every relative error of the report per layer, against the tolerance.
+    """
     figure = _new_figure(figsize=(12, 4.2))
     scatter_axis, errors_axis = figure.subplots(1, 2, width_ratios=(1, 2))
     gram = np.array([layer.gram_loss for layer in report.layers])
@@ -288,7 +291,6 @@ def plot_kernel_matrix(
     distribution the four blocks look alike. At most ``max_samples`` random rows of each side are
     drawn (seeded).
     """
-
     rng = np.random.default_rng(seed)
     x, y = (subsample(as_samples(np.asarray(side)), max_samples, rng) for side in (x, y))
     import jax.numpy as jnp
@@ -343,9 +345,12 @@ def plot_image_grid(
 
 @_styled
 def plot_comparison(comparison: Comparison) -> Figure:
-    """Top: content, style and each loss's result with its time. Bottom: one heat map per kernel
-    of MMD^2(result, style) / MMD^2(start, style) per layer (log colours: dark is matched; grey: a
-    ratio <= 0, which an unbiased or linear-time measurement can give)."""
+    """A :class:`Comparison` as a figure: the images, and each kernel's relative discrepancies.
+
+    Top: content, style and each loss's result with its time. Bottom: one heat map per kernel of
+    MMD^2(image, style) / MMD^2(start, style) per row and layer (log colours: dark is matched; grey:
+    a ratio <= 0, which an unbiased or linear-time measurement can give).
+    """
     import matplotlib
     from matplotlib.colors import LogNorm
 

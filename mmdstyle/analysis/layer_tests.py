@@ -90,6 +90,7 @@ class LayerTest:
     null_statistics: np.ndarray = dataclasses.field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field but ``null_statistics``, and their 0.5, 0.95 and 0.99 quantiles."""
         fields = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "null_statistics"
         }
@@ -112,14 +113,16 @@ class LayerTestReport:
 
     @property
     def note(self) -> str:
+        """What Holm's correction controls, and why small p-values mean distinguishable, not error rates."""
         return MULTIPLE_TESTING_NOTE.format(count=len(self.tests), alpha=self.alpha)
 
     @property
     def different_layers(self) -> tuple[str, ...]:
+        """The layers whose Holm-adjusted p-value is at most ``alpha``, in test order."""
         return tuple(test.layer for test in self.tests if test.different)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the settings, ``note``, and ``layers``: one dict per layer."""
+        """JSON-ready: the settings, ``different_layers``, ``note``, and ``layers``: one dict per layer."""
         settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "tests"}
         return settings | {
             "different_layers": list(self.different_layers),
@@ -128,6 +131,7 @@ class LayerTestReport:
         }
 
     def format_table(self) -> str:
+        """A text report: a row per layer (statistic, p-value, Holm p, verdict), the verdict and the note."""
         header = (
             f"{'layer':<10}{'d':>6}{'samples':>14}  {'MMD^2':>11}  {'p-value':>8}  {'Holm p':>8}  "
             f"different at {self.alpha:g}   kernel"
@@ -250,10 +254,12 @@ def image_two_sample_tests(
     """:func:`layer_two_sample_tests` on two images' features at each layer.
 
     Args:
-        image_a, image_b: RGB images (H, W, 3) in [0, 1], of any sizes.
+        image_a: an RGB image (H, W, 3) in [0, 1], of any size.
+        image_b: the image compared with it, likewise; its size may differ.
         extractor: any feature extractor; ``None``: the default one.
         size: each image is resized so that its longer side has ``size`` pixels (``None``: as is).
         layers: default: the extractor's style layers.
+        source: what is compared, for the report.
         options: passed on (kernel, num_permutations, estimator, max_samples, alpha, seed).
     """
     extractor = extractor_or_default(extractor)

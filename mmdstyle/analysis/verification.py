@@ -108,6 +108,7 @@ class IdentityReport:
 
     @property
     def passed(self) -> bool:
+        """Whether every layer's float64 identities hold to its tolerance."""
         return all(layer.passed for layer in self.layers)
 
     def to_dict(self) -> dict:
@@ -347,11 +348,13 @@ def verify_images(
     automatically; any other must compute in the dtype of its input.
 
     Args:
-      image, style: RGB images (H, W, 3) in [0, 1].
+      image: the image being optimised, RGB (H, W, 3) in [0, 1].
+      style: the style image, RGB (H, W, 3) in [0, 1].
       extractor: any feature extractor; ``None``: the default one.
       size: side of the square images, in pixels.
       layers: default: the extractor's style layers.
-      tolerance, estimator: as in :func:`verify_gram_mmd_identity`.
+      tolerance: float64 bound on every relative error of the proof (default 1e-10).
+      estimator: the MMD estimator compared with the Gram loss, as in :func:`verify_gram_mmd_identity`.
       source: shown in the report (default: the extractor's class and the size).
     """
     check_choice("estimator", estimator, ALL_PAIRS_ESTIMATORS)

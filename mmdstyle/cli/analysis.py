@@ -72,8 +72,10 @@ def _load_pair(images: list[str], default: tuple[str, str], what: str):
 
 
 def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None:
-    """``--json``, ``--plot`` (checked by :func:`check_outputs`, written by :func:`_write`) and the
-    network options."""
+    """``--json``, ``--plot`` and the network options.
+
+    The outputs are checked by :func:`check_outputs` and written by :func:`_write`.
+    """
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     outputs.add_argument("--plot", metavar="FILE", help=f"{plot_help} (.png, .pdf, .svg)")
@@ -91,6 +93,7 @@ def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> Non
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``verify``: two images or ``--synthetic``, the check's settings, the outputs."""
     parser.add_argument(
         "images", nargs="*", metavar="IMAGE", help="CONTENT STYLE (default: sample:chelsea sample:hubble)"
     )
@@ -263,6 +266,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
 
 
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``test``: two images, the kernel and the tests' settings, the outputs."""
     parser.add_argument(
         "images", nargs="*", metavar="IMAGE", help="IMAGE_A IMAGE_B (default: sample:gravel sample:brick)"
     )

@@ -184,10 +184,11 @@ def add_size_options(parser: argparse.ArgumentParser, *, size: int) -> None:
 def add_optimiser_options(
     parser: argparse.ArgumentParser, *, synthesis: bool, steps: int, init: str | None, several_styles: bool
 ) -> None:
-    """``--steps``, ``--optimizer``, ``--learning-rate``, ``--init``, ``--seed`` and, for several
-    style images and a content image, ``--style-blend-weights`` and ``--original-colors``.
+    """The optimiser group: ``--steps``, ``--optimizer``, ``--learning-rate``, ``--init``, ``--seed``.
 
-    ``init=None`` starts from the content, or from noise for a synthesis, whichever the run is.
+    With ``several_styles`` also ``--style-blend-weights``, and, unless ``synthesis``,
+    ``--original-colors``. ``init=None`` starts from the content, or from noise for a synthesis,
+    whichever the run is.
     """
     run = parser.add_argument_group("optimiser")
     run.add_argument(

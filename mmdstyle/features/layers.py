@@ -96,15 +96,18 @@ class ExtractorArgument:
         self.extractor = extractor
 
     def __call__(self, image: ArrayLike, layers: Sequence[str]) -> Any:
+        """The wrapped extractor's maps, ``extractor(image, layers)``."""
         return self.extractor(image, layers)
 
     def tree_flatten(self) -> tuple[tuple[Any, ...], Any]:
+        """A Flax NNX module as the one child; any other extractor as static auxiliary data."""
         if isinstance(self.extractor, nnx.Module):
             return (self.extractor,), None
         return (), self.extractor
 
     @classmethod
     def tree_unflatten(cls, static: Any, children: Sequence[Any]) -> ExtractorArgument:
+        """The wrapper around the child module if there is one, else around the static extractor."""
         return cls(children[0] if children else static)
 
 

@@ -88,6 +88,7 @@ class MultiScaleRandom(nnx.Module):
     def __call__(
         self, image: ArrayLike, layers: str | Sequence[str] = ("relu",)
     ) -> dict[str, Float[Array, ...]]:
+        """The maps of ``layers`` (default ``"relu"``) for an RGB image (H, W, 3) or a batch (N, H, W, 3)."""
         names = resolve_layers(self, layers)
         image = check_image(image)
         single = image.ndim == 3

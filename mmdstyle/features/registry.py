@@ -29,7 +29,9 @@ from mmdstyle.features.vgg import Padding, Pooling, random_vgg19
 class FeatureExtractor(Protocol):
     """Anything that maps an image to named feature maps."""
 
-    def __call__(self, image: ArrayLike, layers: Sequence[str]) -> Mapping[str, Array]: ...
+    def __call__(self, image: ArrayLike, layers: Sequence[str]) -> Mapping[str, Array]:
+        """``{layer: map}`` for each of ``layers``, for an RGB image in [0, 1] (see the module docstring)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class VGG19(nnx.Module):
     def __call__(
         self, image: ArrayLike, layers: str | Sequence[str] = GATYS_STYLE_LAYERS
     ) -> dict[str, Float[Array, ...]]:
+        """The activations of ``layers`` (default: Gatys' style layers), in the order named."""
         names = resolve_layers(self, layers)
         image = check_image(image)
         single = image.ndim == 3

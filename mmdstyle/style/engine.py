@@ -35,8 +35,11 @@ from mmdstyle.style.objective import Objective, TransferConfig, check_config, wi
 
 @dataclass
 class TransferResult:
-    """The final image (H, W, 3) in [0, 1], the per-step history, why the run stopped (if it did
-    early), and the settings it ran with (weights resolved)."""
+    """What a run returns: the final image, the per-step history, and how the run went.
+
+    ``image`` is (H, W, 3) in [0, 1]; ``stopped_early`` says why the run stopped early (None if it
+    ran every step); ``config`` is the settings it ran with (weights resolved).
+    """
 
     image: np.ndarray
     history: list[dict[str, Any]]
@@ -53,9 +56,11 @@ class OptimizerSettings:
 
     @classmethod
     def of(cls, config: TransferConfig) -> OptimizerSettings:
+        """``config``'s optimiser; the learning rate is kept for Adam only (0 for L-BFGS)."""
         return cls(config.optimizer, float(config.learning_rate) if config.optimizer == "adam" else 0.0)
 
     def build(self) -> optax.GradientTransformationExtraArgs:
+        """The optax transformation: ``optax.adam(learning_rate)``, or ``optax.lbfgs()`` as it comes."""
         if self.kind == "adam":
             return optax.adam(self.learning_rate)
         return optax.lbfgs()

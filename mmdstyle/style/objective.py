@@ -92,6 +92,7 @@ class TransferConfig:
     dtype: str = "float32"
 
     def stages(self) -> tuple[int, ...]:
+        """The image size of each stage: ``scales`` if given, else ``(size,)``."""
         return tuple(self.scales) if self.scales else (self.size,)
 
 
@@ -220,11 +221,13 @@ class Objective:
         return tuple(dict.fromkeys(self.style_layers + self.content_layers))
 
     def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The targets and terms as children; layers and weights as static data; ``config`` dropped."""
         static = (self.style_layers, self.content_layers, self.layer_weights, self.blend, self.weights)
         return (self.targets, self.terms), static
 
     @classmethod
     def tree_unflatten(cls, static: tuple[Any, ...], children: tuple[Any, ...]) -> Objective:
+        """An objective rebuilt from its parts without ``__init__``; its ``config`` is None."""
         objective = object.__new__(cls)
         objective.style_layers, objective.content_layers, objective.layer_weights, objective.blend = static[
             :4

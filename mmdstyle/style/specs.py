@@ -60,6 +60,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class KernelAtom:
+    """One named kernel of a spec with its parameters as written, e.g. ``gaussian(sigma=median)``."""
+
     name: str
     parameters: tuple[tuple[str, float | str], ...] = ()
 
@@ -69,6 +71,11 @@ class KernelAtom:
         return f"{self.name}({', '.join(f'{key}={_number(value)}' for key, value in self.parameters)})"
 
     def build(self, target: Array) -> AbstractKernel:
+        """The kernel; a ``sigma`` of ``median`` (the default) or ``mean`` is computed from ``target``.
+
+        Raises:
+            SpecError: that data-driven bandwidth is 0 (the layer is constant on the style image).
+        """
         options = dict(self.parameters)
         if self.name == "linear":
             return Linear()
@@ -91,6 +98,8 @@ class KernelAtom:
 
 @dataclass(frozen=True)
 class KernelCombination:
+    """A sum (``operator`` ``"+"``) or product (``"*"``) of kernel expressions."""
+
     operator: str  # "+" or "*"
     parts: tuple[KernelExpression, ...]
 
@@ -101,6 +110,7 @@ class KernelCombination:
         return " + ".join(f"({part})" if nested(part) else str(part) for part in self.parts)
 
     def build(self, target: Array) -> AbstractKernel:
+        """The parts' kernels, each built from ``target``, added or multiplied left to right."""
         kernels = [part.build(target) for part in self.parts]
         result = kernels[0]
         for kernel in kernels[1:]:
@@ -110,6 +120,8 @@ class KernelCombination:
 
 @dataclass(frozen=True)
 class KernelScaling:
+    """A kernel expression times a factor, e.g. ``0.5*linear``."""
+
     factor: float
     kernel: KernelExpression
 
@@ -117,6 +129,7 @@ class KernelScaling:
         return f"{_number(self.factor)}*{_operand(self.kernel)}"
 
     def build(self, target: Array) -> AbstractKernel:
+        """``factor`` times the kernel built from ``target``."""
         return self.factor * self.kernel.build(target)
 
 
@@ -190,6 +203,7 @@ class GramTerm:
     """
 
     def __call__(self, x: Array, y: Array) -> Array:
+        """:func:`mmdstyle.gram_style_loss` for equal sample counts, else :func:`mmdstyle.mmd_style_loss`."""
         return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
 
 
@@ -199,6 +213,7 @@ class BNTerm:
     """Li et al.'s BN-statistics loss (:func:`mmdstyle.bn_style_loss`)."""
 
     def __call__(self, x: Array, y: Array) -> Array:
+        """:func:`mmdstyle.bn_style_loss` of ``x`` against ``y``."""
         return bn_style_loss(x, y)
 
 
@@ -211,6 +226,10 @@ class MMDTerm:
     estimator: str = field(metadata={"static": True})
 
     def __call__(self, x: Array, y: Array) -> Array:
+        """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
+
+        The reordering is one permutation per sample count (docs/math.md, "Linear-time route").
+        """
         if self.estimator == "linear":
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
@@ -231,6 +250,7 @@ class WeightedTerms:
     terms: tuple[StyleTerm, ...]
 
     def __call__(self, x: Array, y: Array) -> Array:
+        """``sum_i weights[i] * terms[i](x, y)``; a weight of 1 multiplies nothing."""
         total = None
         for weight, term in zip(self.weights, self.terms, strict=True):
             value = term(x, y)
