@@ -89,7 +89,7 @@ def mmd2_test(
         relabelling with two matrix products (fast, O((m + n)^2) memory; not for the linear
         estimator, which never forms pairs across the sample); ``"permutation"`` computes MMD^2
         afresh for each relabelling with :func:`mmdstyle.mmd2`'s routes (bounded memory);
-        ``"auto"`` takes the matrix up to ``MATRIX_SAMPLES`` pooled samples.
+        ``"auto"`` takes whichever costs less (see :func:`select_method`).
 
     Returns:
       A :class:`TwoSampleTestResult` with the statistic, the p-value and the permuted statistics.
@@ -99,15 +99,32 @@ def mmd2_test(
     check_block_size(block_size)
     check_integer("num_permutations", num_permutations)
     check_kernel("kernel", kernel)
-    chosen = select_method(method, estimator, x.shape[0] + y.shape[0])
+    chosen = select_method(method, kernel, estimator, x.shape[0] + y.shape[0], x.shape[1])
     key = jax.random.key(0) if key is None else key
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
     return _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size, chosen)
 
 
-def select_method(method: str, estimator: str, pooled_samples: int) -> str:
+def select_method(
+    method: str, kernel: AbstractKernel, estimator: str, pooled_samples: int, channels: int
+) -> str:
     """The method :func:`mmd2_test` uses: ``"matrix"`` or ``"permutation"``.
+
+    ``"auto"`` weighs what one relabelling costs. From the pooled matrix it is O(N) per sample
+    (N = m + n pooled samples), after O(N^2 d) to build the matrix once, which then takes O(N^2)
+    memory: up to ``MATRIX_SAMPLES`` samples. Recomputed through :func:`mmdstyle.mmd2`, it is
+    O(N d^2) in all for a kernel with the exact feature route (linear, polynomial of degree
+    <= 2), so that route wins while ``d^2 < N``; for any other kernel it is O(N^2 d), and the
+    matrix wins wherever it fits. The linear-time estimator forms no pairs: always the
+    permutation method.
+
+    Args:
+      method: ``"auto"``, ``"matrix"`` or ``"permutation"``.
+      kernel: the test's kernel.
+      estimator: the test's estimator.
+      pooled_samples: N = m + n.
+      channels: d.
 
     Raises:
       ValueError: an unknown method, or ``"matrix"`` with the linear-time estimator.
@@ -118,9 +135,12 @@ def select_method(method: str, estimator: str, pooled_samples: int) -> str:
             "method='matrix' sums kernel values over all pairs, which the linear-time estimator never "
             "forms; use method='permutation' (or 'auto') with estimator='linear'."
         )
-    if method == "auto":
-        return "matrix" if estimator != "linear" and pooled_samples <= MATRIX_SAMPLES else "permutation"
-    return method
+    if method != "auto":
+        return method
+    if estimator == "linear" or pooled_samples > MATRIX_SAMPLES:
+        return "permutation"
+    cheap_features = select_route(kernel, estimator) == "feature" and channels**2 < pooled_samples
+    return "permutation" if cheap_features else "matrix"
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))

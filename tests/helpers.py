@@ -1,4 +1,4 @@
-"""What the tests share: small networks, one relative error, the shapes property tests draw, a compile counter."""
+"""What the tests share: small networks, one relative error, property-test shapes, a compile counter."""
 
 from __future__ import annotations
 

@@ -151,10 +151,16 @@ def test_a_repeated_run_compiles_nothing(network, images):
 
 
 def test_the_compiled_step_follows_the_settings(network, images):
-    # What changes the program (the optimiser, a loss, the layers) compiles a new step.
+    # What changes the program (the optimiser, a loss) compiles a new step; the weights do not.
     content, style = images
     settings = config(steps=2, chunk=2, optimizer="adam")
     transfer(content, [style], settings, extractor=network, progress=False)
+    reweighted = dataclasses.replace(
+        settings, style_weight=3.0, content_weight=0.5, style_layer_weights=(1, 2, 3)
+    )
+    with count_compilations() as compiled:
+        transfer(content, [style], reweighted, extractor=network, progress=False)
+    assert compiled[0] == 0
     for changed in (
         dataclasses.replace(settings, optimizer="lbfgs"),
         dataclasses.replace(settings, loss="bn"),

@@ -127,17 +127,34 @@ def test_matrix_method_matches_permutation_method(kernel, estimator, shifted):
 
 
 @pytest.mark.parametrize(
-    ("pooled", "estimator", "method", "chosen"),
+    ("kernel", "estimator", "pooled", "channels", "method", "chosen"),
     [
-        (MATRIX_SAMPLES, "unbiased", "auto", "matrix"),
-        (MATRIX_SAMPLES + 1, "unbiased", "auto", "permutation"),
-        (10, "linear", "auto", "permutation"),
-        (10**6, "biased", "matrix", "matrix"),
-        (10, "biased", "permutation", "permutation"),
+        (ms.Gaussian(1.0), "unbiased", MATRIX_SAMPLES, 2, "auto", "matrix"),  # pairwise: the matrix fits
+        (ms.Gaussian(1.0), "unbiased", MATRIX_SAMPLES + 1, 2, "auto", "permutation"),  # it does not
+        (ms.Polynomial(2), "biased", 200, 14, "auto", "permutation"),  # feature route: 14^2 < 200
+        (ms.Polynomial(2), "biased", 200, 15, "auto", "matrix"),  # 15^2 >= 200
+        (ms.Polynomial(3), "biased", 200, 2, "auto", "matrix"),  # degree 3: no feature route
+        (ms.Gaussian(1.0), "linear", 10, 2, "auto", "permutation"),  # no pairs to tabulate
+        (ms.Gaussian(1.0), "biased", 10**6, 2, "matrix", "matrix"),  # asked for: taken
+        (ms.Linear(), "biased", 10, 64, "permutation", "permutation"),
     ],
 )
-def test_auto_method_takes_the_matrix_while_it_is_small(pooled, estimator, method, chosen):
-    assert select_method(method, estimator, pooled) == chosen
+def test_auto_method_takes_the_cheaper_one(kernel, estimator, pooled, channels, method, chosen):
+    assert select_method(method, kernel, estimator, pooled, channels) == chosen
+
+
+@pytest.mark.parametrize("kernel", [ms.Linear(), ms.Polynomial(2, c=1.0)], ids=repr)
+def test_feature_kernels_give_the_same_test_either_way(kernel, shifted):
+    # Low dimension: "auto" recomputes through the feature route; the matrix must agree with it.
+    x, y = shifted
+    key = jax.random.key(3)
+    assert select_method("auto", kernel, "unbiased", x.shape[0] + y.shape[0], x.shape[1]) == "permutation"
+    by_auto = ms.mmd2_test(x, y, kernel, B, key=key)
+    by_matrix = ms.mmd2_test(x, y, kernel, B, key=key, method="matrix")
+    np.testing.assert_allclose(
+        by_auto.permuted_statistics, by_matrix.permuted_statistics, rtol=RTOL, atol=ATOL
+    )
+    assert float(by_auto.p_value) == float(by_matrix.p_value)
 
 
 @pytest.mark.usefixtures("as_a_user")

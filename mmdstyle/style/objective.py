@@ -171,15 +171,16 @@ class Objective:
 
     Built from the settings, the extractor and the stage's images: the style and content
     targets (features of the style and content images) and each layer's style term are computed
-    once, here. The objective is a pytree whose leaves are the targets and the terms' numbers (a
-    data-driven bandwidth, say), and whose structure holds the layers and weights: passed to a
-    jit-compiled function, one program serves every stage and every run of the same settings
-    and shapes, whatever the images.
+    once, here. The objective is a pytree whose leaves are the targets, the terms' numbers (a
+    data-driven bandwidth, say) and the weights, and whose structure holds the layers and the
+    kinds of terms: passed to a jit-compiled function, one program serves every stage and every
+    run of the same losses, layers and shapes, whatever the images and weights.
 
     Attributes:
         style_layers, content_layers: the layers read (no content layers for a synthesis).
         layer_weights: w_l, one per style layer.
         blend: b_s, one per style image, summing to 1.
+        weights: beta, alpha and the TV weight; ``has_tv``: whether the TV term is there at all.
         targets: ``{"style": {layer: [samples of each style image]}, "content": {layer: map}}``.
         terms: ``{layer: [style term against each style image]}``.
         config: the settings it was built from (not carried through jit).
@@ -193,12 +194,16 @@ class Objective:
         self.content_layers = (
             resolve_layers(extractor, config.content_layers, role="content") if content is not None else ()
         )
-        self.layer_weights = tuple(
-            config.style_layer_weights or (1.0 / len(self.style_layers),) * len(self.style_layers)
-        )
+        # floats, whatever the user wrote: an int would be another program's argument type
+        layer_weights = config.style_layer_weights or (1.0 / len(self.style_layers),) * len(self.style_layers)
+        self.layer_weights = tuple(float(weight) for weight in layer_weights)
         blend = np.asarray(config.style_blend_weights or (1.0,) * len(styles), np.float64)
         self.blend = tuple(float(b) for b in blend / blend.sum())
-        self.weights = (config.style_weight, config.content_weight, config.tv_weight)
+        self.weights = tuple(
+            None if weight is None else float(weight)
+            for weight in (config.style_weight, config.content_weight, config.tv_weight)
+        )
+        self.has_tv = bool(config.tv_weight)
         specs: dict[str, StyleSpec] = {
             layer: parse_style_spec(config.layer_losses.get(layer, config.loss))
             for layer in self.style_layers
@@ -221,19 +226,23 @@ class Objective:
         return tuple(dict.fromkeys(self.style_layers + self.content_layers))
 
     def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """The targets and terms as children; layers and weights as static data; ``config`` dropped."""
-        static = (self.style_layers, self.content_layers, self.layer_weights, self.blend, self.weights)
-        return (self.targets, self.terms), static
+        """Targets, terms and weights as children (traced); the layers as static data.
+
+        The weights are numbers of the program, not part of it: runs that differ only in alpha,
+        beta, the TV weight or the layer and blend weights share one compiled step. Whether
+        there is a TV term at all is static. ``config`` is not carried.
+        """
+        children = (self.targets, self.terms, self.layer_weights, self.blend, self.weights)
+        return children, (self.style_layers, self.content_layers, self.has_tv)
 
     @classmethod
     def tree_unflatten(cls, static: tuple[Any, ...], children: tuple[Any, ...]) -> Objective:
         """An objective rebuilt from its parts without ``__init__``; its ``config`` is None."""
         objective = object.__new__(cls)
-        objective.style_layers, objective.content_layers, objective.layer_weights, objective.blend = static[
-            :4
-        ]
-        objective.weights = static[4]
-        objective.targets, objective.terms = children
+        objective.style_layers, objective.content_layers, objective.has_tv = static
+        objective.targets, objective.terms, objective.layer_weights, objective.blend, objective.weights = (
+            children
+        )
         objective.config = None
         return objective
 
@@ -273,6 +282,6 @@ class Objective:
         total = style_weight * self.weighted_style(terms)
         if terms["content"]:
             total = total + content_weight * sum(terms["content"].values())
-        if tv_weight:
+        if self.has_tv:
             total = total + tv_weight * terms["tv"]
         return total
