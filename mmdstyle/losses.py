@@ -1,7 +1,8 @@
 """Style losses on the samples of one CNN layer: Gram (Gatys), MMD (Li et al.), BN statistics.
 
 Each loss takes the generated image's features ``x`` and the style image's features ``y`` as
-samples (m, d) or as feature maps (h, w, d), and returns a scalar. With the defaults,
+samples (m, d) or as feature maps (h, w, d), checks them, and returns a scalar computed by one
+compiled program. With the defaults,
 ``mmd_style_loss(x, y) == gram_style_loss(x, y)``: the Gram loss is the biased MMD with the kernel
 ``(a^T b)^2``, divided by ``4 d^2``.
 
@@ -14,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -31,8 +33,7 @@ def gram_matrix(x: ArrayLike) -> Float[Array, "d d"]:
     samples are its transpose, so the matrix is the same. Not normalised; matmul at HIGHEST
     precision (GPUs would otherwise use TF32).
     """
-    x = check_samples("x", x, allow_feature_map=True)
-    return jnp.matmul(x.T, x, precision=HIGHEST)
+    return _gram(check_samples("x", x, allow_feature_map=True))
 
 
 def gram_style_loss(
@@ -60,9 +61,18 @@ def gram_style_loss(
             f"m={m} and n={n}. For different sizes use mmd_style_loss(x, y), which equals this "
             f"loss when m == n and otherwise compares ||G_x/m - G_y/n||^2 / (4 d^2)."
         )
-    d, size = float(x.shape[1]), float(m)
-    difference = gram_matrix(x) / size - gram_matrix(y) / size
+    return _gram_style_loss(x, y)
+
+
+@jax.jit
+def _gram_style_loss(x: Float[Array, "m d"], y: Float[Array, "m d"]) -> Float[Array, ""]:
+    d, size = float(x.shape[1]), float(x.shape[0])
+    difference = _gram(x) / size - _gram(y) / size
     return jnp.sum(difference**2) / (4.0 * d**2)
+
+
+def _gram(x: Float[Array, "m d"]) -> Float[Array, "d d"]:
+    return jnp.matmul(x.T, x, precision=HIGHEST)
 
 
 def mmd_style_loss(
@@ -119,8 +129,11 @@ def bn_style_loss(
       The scalar loss.
     """
     x, y = check_sample_pair(x, y, allow_feature_map=True)
-    epsilon = check_scalar("epsilon", epsilon, positive=False)
+    return _bn_style_loss(x, y, check_scalar("epsilon", epsilon, positive=False))
 
+
+@jax.jit
+def _bn_style_loss(x: Float[Array, "m d"], y: Float[Array, "n d"], epsilon: ArrayLike) -> Float[Array, ""]:
     def mean_and_std(samples: Array) -> tuple[Array, Array]:
         mean = jnp.mean(samples, axis=0)
         variance = jnp.mean((samples - mean[None, :]) ** 2, axis=0)
@@ -141,4 +154,9 @@ def content_loss(
             f"content_loss compares features position by position, so the shapes must match: "
             f"got {tuple(x.shape)} and {tuple(y.shape)}. Resize the content image to the output size."
         )
+    return _content_loss(x, y)
+
+
+@jax.jit
+def _content_loss(x: Float[Array, "m d"], y: Float[Array, "m d"]) -> Float[Array, ""]:
     return 0.5 * jnp.sum((x - y) ** 2)

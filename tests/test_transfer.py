@@ -156,7 +156,7 @@ def test_the_compiled_step_follows_the_settings(network, images):
     settings = config(steps=2, chunk=2, optimizer="adam")
     transfer(content, [style], settings, extractor=network, progress=False)
     reweighted = dataclasses.replace(
-        settings, style_weight=3.0, content_weight=0.5, style_layer_weights=(1, 2, 3)
+        settings, style_weight=3.0, content_weight=0.5, style_layer_weights=(1.0, 2.0, 3.0)
     )
     with count_compilations() as compiled:
         transfer(content, [style], reweighted, extractor=network, progress=False)
