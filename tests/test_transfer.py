@@ -146,8 +146,9 @@ def test_a_repeated_run_compiles_nothing(network, images):
             progress=False,
         )
     assert compiled[0] == 0
-    assert again.history[0]["compile_seconds"] == 0.0
-    assert [record.get("compile_seconds") for record in two_stages.history[:1]] == [0.0]
+    # a cached step is looked up in about a millisecond; compiling this one takes over a second
+    assert again.history[0]["compile_seconds"] < 0.1
+    assert two_stages.history[0]["compile_seconds"] < 0.1
 
 
 def test_the_compiled_step_follows_the_settings(network, images):
