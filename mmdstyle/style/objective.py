@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from mmdstyle._checks import check_choice, check_integer, check_scalar
+from mmdstyle._checks import check_choice, check_integer, check_scalar, is_traced
 from mmdstyle.features.layers import ExtractorArgument, as_samples, jitted_extractor, resolve_layers
 from mmdstyle.losses import content_loss
 from mmdstyle.style.specs import StyleSpec, parse_style_spec
@@ -248,7 +248,7 @@ class Objective:
 
     def features(self, extractor: Any, image: Array) -> dict[str, Array]:
         """The maps of every layer the objective reads (compiled when called outside jit)."""
-        if isinstance(image, jax.core.Tracer):
+        if is_traced(image):
             return dict(extractor(image, self.layers))
         return jitted_extractor(ExtractorArgument(extractor), image, self.layers)
 
