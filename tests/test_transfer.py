@@ -170,6 +170,15 @@ def test_the_compiled_step_follows_the_settings(network, images):
             result = transfer(content, [style], changed, extractor=network, progress=False)
         assert compiled[0] > 0
         assert result.history[0]["compile_seconds"] > 0
+        with count_compilations() as compiled:  # L-BFGS's host loop too runs compiled programs only
+            transfer(
+                content,
+                [style],
+                dataclasses.replace(changed, style_weight=7.0),
+                extractor=network,
+                progress=False,
+            )
+        assert compiled[0] == 0
 
 
 def test_a_pyramid_runs_each_scale_from_the_previous(network, images):

@@ -1,9 +1,11 @@
 """Style transfer and texture synthesis with any style loss: one engine for both.
 
 The objective is :mod:`mmdstyle.style.objective`'s; this module optimises it over the image's pixels
-with optax L-BFGS (its zoom line search) or Adam. Each step is one compiled program; the steps
-are dispatched in chunks, and the progress bar and the per-step history are updated between
-them. A multi-scale pyramid runs the stages in turn, each from the previous result upsampled.
+with L-BFGS (optax's two-loop recursion, a strong-Wolfe line search run from the host:
+:mod:`mmdstyle.style.lbfgs`) or optax's Adam. An Adam step is one compiled program, dispatched in
+chunks; an L-BFGS step is one compiled evaluation per line-search trial. The progress bar and the
+per-step history are updated after each chunk of steps. A multi-scale pyramid runs the stages in
+turn, each from the previous result upsampled.
 
 References:
     Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
@@ -29,6 +31,7 @@ from mmdstyle.features.layers import ExtractorArgument
 from mmdstyle.features.progress import progress_bar
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.style.images import fit_within, luminance_transfer, resize
+from mmdstyle.style.lbfgs import HostLBFGS, lbfgs_direction, lbfgs_memory
 from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
 
 
@@ -58,59 +61,111 @@ class OptimizerSettings:
         """``config``'s optimiser; the learning rate is kept for Adam only (0 for L-BFGS)."""
         return cls(config.optimizer, float(config.learning_rate) if config.optimizer == "adam" else 0.0)
 
-    def build(self) -> optax.GradientTransformationExtraArgs:
-        """The optax transformation: ``optax.adam(learning_rate)``, or ``optax.lbfgs()`` as it comes."""
-        if self.kind == "adam":
-            return optax.adam(self.learning_rate)
-        return optax.lbfgs()
+    def build(self) -> optax.GradientTransformation:
+        """Adam's optax transformation (L-BFGS runs from the host: :mod:`mmdstyle.style.lbfgs`)."""
+        return optax.adam(self.learning_rate)
 
 
-def _step(
+def _value_gradient_terms(
+    image: Array, extractor: ExtractorArgument, objective: Objective
+) -> tuple[Array, Array, dict[str, Any]]:
+    """The objective's value, its gradient in the pixels, and its terms, in one pass."""
+
+    def value_and_terms(image: Array) -> tuple[Array, dict[str, Any]]:
+        terms = objective.terms_of(image, extractor)
+        return objective.total(terms), terms
+
+    (value, terms), gradient = jax.value_and_grad(value_and_terms, has_aux=True)(image)
+    return value, gradient, terms
+
+
+def _adam_step(
     image: Array, state: Any, extractor: ExtractorArgument, objective: Objective, optimizer: OptimizerSettings
 ) -> tuple[Array, Any, Array, dict[str, Any]]:
-    """One optimiser step: (image, state, ...) -> (image, state, value, terms), compiled whole.
+    """One Adam step, compiled whole: (image, state) -> (next image, state, value, terms).
 
     The steps run from a Python loop, not inside ``lax.scan``: XLA's CPU backend runs a loop
     body about 2x slower than the same computation compiled on its own (measured: VGG-19
     value + gradient at 128 px, 0.74 s per step in a scan against 0.26 s stepped from Python),
     and dispatch costs nothing next to a network's evaluation.
     """
-    transformation = optimizer.build()
-
-    def value_fn(image: Array) -> Array:
-        return objective.total(objective.terms_of(image, extractor))
-
-    if optimizer.kind == "lbfgs":
-        # the line search already evaluated value and gradient at this image: reuse them
-        value, gradient = optax.value_and_grad_from_state(value_fn)(image, state=state)
-        terms = objective.terms_of(image, extractor)  # one extra forward, for the history
-        updates, state = transformation.update(
-            gradient, state, image, value=value, grad=gradient, value_fn=value_fn
-        )
-        evaluations = optax.tree_utils.tree_get(state, "num_linesearch_steps")
-    else:
-        (value, terms), gradient = jax.value_and_grad(
-            lambda x: (lambda t: (objective.total(t), t))(objective.terms_of(x, extractor)), has_aux=True
-        )(image)
-        updates, state = transformation.update(gradient, state, image)
-        evaluations = jnp.ones((), jnp.int32)
-    return optax.apply_updates(image, updates), state, value, {**terms, "evaluations": evaluations}
+    value, gradient, terms = _value_gradient_terms(image, extractor, objective)
+    updates, state = optimizer.build().update(gradient, state, image)
+    return optax.apply_updates(image, updates), state, value, terms
 
 
-#: The step, compiled once per optimiser and per structure, shapes and dtypes of its arguments
-#: (the objective's layers and kinds of terms, the extractor's architecture), never per value:
-#: JAX's cache serves a stage, a run or a comparison with the same settings and sizes.
-_jitted_step = jax.jit(_step, static_argnames="optimizer")
+def _trial(
+    image: Array, direction: Array, step: Array, extractor: ExtractorArgument, objective: Objective
+) -> tuple[Array, Array, Array, Array, dict[str, Any]]:
+    """One L-BFGS line-search trial: the image moved ``step`` along ``direction``.
+
+    Returns the moved image and there the objective's value, gradient, slope along
+    ``direction`` and terms (see :mod:`mmdstyle.style.lbfgs`).
+    """
+    moved = image + step * direction
+    value, gradient, terms = _value_gradient_terms(moved, extractor, objective)
+    return moved, value, gradient, jnp.vdot(gradient, direction), terms
 
 
-def compiled_step(arguments: tuple[Any, ...], optimizer: OptimizerSettings) -> tuple[Any, float]:
-    """The compiled step for these arguments, and the seconds its lowering and compilation took.
+#: The programs, compiled once per optimiser and per structure, shapes and dtypes of their
+#: arguments (the objective's layers and kinds of terms, the extractor's architecture), never per
+#: value: JAX's cache serves a stage, a run or a comparison with the same settings and sizes.
+_jitted_adam_step = jax.jit(_adam_step, static_argnames="optimizer")
+_jitted_trial = jax.jit(_trial)
 
-    A step this process has compiled before comes from JAX's caches in about a millisecond.
+
+def _compiled(jitted: Any, *arguments: Any, **static: Any) -> tuple[Any, float]:
+    """``jitted`` compiled for these arguments, and the seconds its lowering and compilation took.
+
+    A program this process has compiled before comes from JAX's caches in about a millisecond.
     """
     started = time.perf_counter()
-    compiled = _jitted_step.lower(*arguments, optimizer=optimizer).compile()
+    compiled = jitted.lower(*arguments, **static).compile()
     return compiled, time.perf_counter() - started
+
+
+class _AdamSteps:
+    """Adam on the compiled step; the steps are dispatched without waiting for their results."""
+
+    def __init__(
+        self, image: Array, network: ExtractorArgument, objective: Objective, optimizer: OptimizerSettings
+    ) -> None:
+        self.image, self.state = image, optimizer.build().init(image)
+        self.arguments = (network, objective)
+        self.program, self.compile_seconds = _compiled(
+            _jitted_adam_step, image, self.state, network, objective, optimizer=optimizer
+        )
+        self.converged = False
+
+    def step(self) -> tuple[Array, Any, dict[str, Any], Any]:
+        """(image the step started from, value there, terms there, evaluations), then moves on."""
+        start = self.image
+        self.image, self.state, value, terms = self.program(start, self.state, *self.arguments)
+        return start, value, terms, 1
+
+
+class _LBFGSSteps:
+    """L-BFGS with its line search driven from the host (:class:`mmdstyle.style.lbfgs.HostLBFGS`)."""
+
+    def __init__(self, image: Array, network: ExtractorArgument, objective: Objective) -> None:
+        self.program, self.compile_seconds = _compiled(
+            _jitted_trial, image, image, jnp.zeros((), image.dtype), network, objective
+        )
+        direction_seconds = _compiled(lbfgs_direction, image, lbfgs_memory(image), image)[1]
+        self.compile_seconds += direction_seconds  # HostLBFGS finds it compiled
+        self.lbfgs = HostLBFGS(lambda x, d, t: self.program(x, d, t, network, objective), image)
+
+    @property
+    def image(self) -> Array:
+        return self.lbfgs.params
+
+    @property
+    def converged(self) -> bool:
+        return self.lbfgs.converged
+
+    def step(self) -> tuple[Array, Any, dict[str, Any], Any]:
+        """(image the step started from, value there, terms there, evaluations), then moves on."""
+        return self.lbfgs.step()
 
 
 def run_stage(
@@ -129,25 +184,33 @@ def run_stage(
     from, the objective's evaluations in the step (L-BFGS: its line search's), and the seconds
     since the stage started (compilation excluded, reported apart in the first record as
     ``compile_seconds``: about a millisecond when this process had already compiled the step).
+    An L-BFGS stage that finds no lower loss in any direction has converged and ends early (its
+    last record says ``"converged": True``); that is not a stop reason.
     """
     config = objective.config
     optimizer = OptimizerSettings.of(config)
     params = jnp.asarray(image, config.dtype)
-    state = optimizer.build().init(params)
     network = ExtractorArgument(extractor)
-    step, compile_seconds = compiled_step((params, state, network, objective), optimizer)
-    check_memory(step, params.shape[:2])
+    if optimizer.kind == "adam":
+        stepper: _AdamSteps | _LBFGSSteps = _AdamSteps(params, network, objective, optimizer)
+    else:
+        stepper = _LBFGSSteps(params, network, objective)
+    check_memory(stepper.program, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
     last_finite = params  # an image whose loss is known to be finite (the start counts as such)
-    while done < steps:
+    while done < steps and not stepper.converged:
         length = min(config.chunk, steps - done)
         started = time.perf_counter()
-        images, new_state, outputs = [params], state, []
-        for _ in range(length):  # dispatched asynchronously; read back once per chunk
-            new_params, new_state, value, terms = step(images[-1], new_state, network, objective)
-            images.append(new_params)
-            outputs.append((value, terms))
+        images, outputs = [], []
+        for _ in range(length):  # Adam: dispatched asynchronously, read back once per chunk
+            start, value, terms, evaluations = stepper.step()
+            images.append(start)
+            outputs.append((value, {**terms, "evaluations": evaluations}))
+            if stepper.converged:
+                length = len(outputs)
+                break
+        images.append(stepper.image)
         values = np.array([float(value) for value, _ in outputs])  # values[i]: the loss at images[i]
         terms = jax.tree.map(
             lambda *per_step: np.stack([np.asarray(v) for v in per_step]), *(t for _, t in outputs)
@@ -186,12 +249,14 @@ def run_stage(
                 "Lower the learning rate or the loss weights, or try the other optimizer."
             )
             return np.asarray(kept), history, reason
-        params, state, last_finite = images[-1], new_state, images[-2]
+        params, last_finite = images[-1], images[-2]
         done += length
+        if stepper.converged:
+            history[-1]["converged"] = True
         if on_chunk is not None:
             on_chunk(first_step + done, np.asarray(params), history[-length:])
     if history:
-        history[0]["compile_seconds"] = compile_seconds
+        history[0]["compile_seconds"] = stepper.compile_seconds
     if not bool(jnp.all(jnp.isfinite(params))):
         return (
             np.asarray(last_finite),
