@@ -13,7 +13,7 @@ Routes for the biased and unbiased estimators:
 - ``"pairwise"``: any kernel. Kernel values are summed block by block inside ``lax.scan``; each
   block is rematerialised in the backward pass (``jax.checkpoint``), so the value and the gradient
   both run in O(block_size * max(m, n)) memory. The x-x and y-y sums evaluate each unordered pair
-  of blocks once.
+  of blocks once. Sets of up to 1024 samples are summed in one tile, without the scans.
 
 References:
   Gretton, Borgwardt, Rasch, Schölkopf, Smola, "A Kernel Two-Sample Test", JMLR 13, 2012.
@@ -49,8 +49,21 @@ MAX_BLOCK_ROWS = 128
 MIN_BLOCKS = 16
 
 
+#: Sample sets of at most this many pairs (1024 x 1024) are summed as one tile: their kernel
+#: matrices (8 MiB in float64) fit in memory, and one tile compiles in a fraction of the time of
+#: the blocked scans (measured: the identity check's value and gradient at 1024 x 64, 1.1 s
+#: against 0.3 s) and runs no slower at these sizes.
+ONE_TILE_PAIRS = 2**20
+
+
 def default_block_size(m: int, n: int) -> int:
-    """Rows per block: ``MAX_BLOCK_ROWS``, fewer when that leaves under ``MIN_BLOCKS`` blocks."""
+    """Rows per block of the pairwise route for m and n samples.
+
+    All rows (one tile) when ``max(m, n)^2 <= ONE_TILE_PAIRS``; else ``MAX_BLOCK_ROWS``, fewer
+    when that leaves under ``MIN_BLOCKS`` blocks.
+    """
+    if max(m, n) ** 2 <= ONE_TILE_PAIRS:
+        return int(max(m, n))
     return int(max(1, min(MAX_BLOCK_ROWS, -(-max(m, n) // MIN_BLOCKS))))
 
 
@@ -106,9 +119,10 @@ def mmd2(
         ``"unbiased"`` (U-statistic) or ``"linear"`` (linear-time, Gretton 2012 Lemma 14:
         consecutive pairs ``z_p = (x_p, y_p)`` in the given order; shuffle first if the order
         carries structure, as Li et al.'s code does).
-      block_size: rows per block of the pairwise route (default: at most 128, and at least 16
-        blocks where possible); each block meets the columns in tiles of about 2^18 kernel
-        values. Memory is O(block_size * max(m, n)) at most. Ignored by the other routes.
+      block_size: rows per block of the pairwise route (default: all rows, one tile, when
+        max(m, n) <= 1024; else at most 128, and at least 16 blocks where possible); each block
+        meets the columns in tiles of about 2^18 kernel values. Memory is O(block_size *
+        max(m, n)) at most. Ignored by the other routes.
       route: ``"auto"`` (feature route when the kernel has one), ``"feature"`` or ``"pairwise"``.
         See :func:`select_route`.
 
@@ -279,8 +293,7 @@ def _tiled_kernel_sum(
         if include_own_block:
             own = jax.checkpoint(lambda r, w: _weighted_sum(jnp.where(off_diagonal, kernel(r, r), 0.0), w, w))
             total = total + own(block_rows, block_weights)
-        if span:
-            total, _ = lax.scan(add_tile, total, jnp.arange(0, span, chunk))
+        total, _ = lax.scan(add_tile, total, jnp.arange(0, span, chunk))
         return total, None
 
     total, _ = lax.scan(add_row_block, jnp.zeros((), rows.dtype), jnp.arange(num_blocks))
@@ -305,24 +318,24 @@ def symmetric_kernel_sum(
     float32); they are computed exactly, from ``kernel.paired``, for the second sum.
     """
     m = x.shape[0]
-    block = min(block_size, m)
+    if block_size >= m:  # one block: one tile, self-pairs masked out as below
+        matrix = jnp.where(jnp.asarray(~np.eye(m, dtype=bool)), kernel(x, x), 0.0)
+        return jnp.sum(matrix), jnp.sum(kernel.paired(x, x))
+    block = block_size
     num_blocks = -(-m // block)
     padded, valid = _pad_rows(x, num_blocks * block)
     other_blocks = num_blocks // 2
     block_weights = np.full(other_blocks, 2.0)
     if num_blocks % 2 == 0 and other_blocks:
         block_weights[-1] = 1.0
-    span = other_blocks * block
-    if span:
-        chunk = _chunk_size(span, block)
-        span = -(-span // chunk) * chunk  # whole tiles; the columns past the window weigh 0
-        window = np.zeros(span)
-        window[: other_blocks * block] = np.repeat(block_weights, block)
-        # The windows of the last blocks run past the end: append the first rows again.
-        repeats = -(-(num_blocks * block + span) // (num_blocks * block))
-        wrapped, wrapped_valid = jnp.tile(padded, (repeats, 1)), jnp.tile(valid, repeats)
-    else:  # a single block: only its own pairs
-        chunk, window, wrapped, wrapped_valid = block, np.zeros(0), padded, valid
+    span = other_blocks * block  # > 0: there are at least two blocks
+    chunk = _chunk_size(span, block)
+    span = -(-span // chunk) * chunk  # whole tiles; the columns past the window weigh 0
+    window = np.zeros(span)
+    window[: other_blocks * block] = np.repeat(block_weights, block)
+    # The windows of the last blocks run past the end: append the first rows again.
+    repeats = -(-(num_blocks * block + span) // (num_blocks * block))
+    wrapped, wrapped_valid = jnp.tile(padded, (repeats, 1)), jnp.tile(valid, repeats)
     off_diagonal_sum = _tiled_kernel_sum(
         kernel,
         padded,
@@ -343,6 +356,8 @@ def cross_kernel_sum(
 ) -> Float[Array, ""]:
     """``sum_ij k(x_i, y_j)``, one block of rows of x against all of y at a time, in tiles."""
     m, n = x.shape[0], y.shape[0]
+    if block_size >= max(m, n):  # one tile
+        return jnp.sum(kernel(x, y))
     block = min(block_size, m)
     rows, rows_valid = _pad_rows(x, -(-m // block) * block)
     # Without symmetry to exploit, the columns are visited in the fewest tiles that keep a tile
