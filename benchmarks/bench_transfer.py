@@ -72,15 +72,16 @@ def run_mmdstyle(size: int, steps: int, optimizer: str) -> dict:
     }
 
 
-def run_torch(size: int, steps: int, optimizer: str, quality: bool = False) -> dict:
+def run_torch(size: int, steps: int, optimizer: str, platform: str, quality: bool = False) -> dict:
     import torch
     from torch_vgg import torch_features
 
     from mmdstyle.features import random_vgg19
 
     torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if platform == "gpu" else "cpu"
     content, style = images(size)
-    features = torch_features(random_vgg19(0, pooling="average"), (*STYLE, CONTENT))
+    features = torch_features(random_vgg19(0, pooling="average"), (*STYLE, CONTENT), device)
 
     def gram_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # ||G_x/m - G_s/n||^2 / (4 d^2)
         d, m = x.shape[0], x.shape[1] * x.shape[2]
@@ -88,7 +89,7 @@ def run_torch(size: int, steps: int, optimizer: str, quality: bool = False) -> d
         return ((samples @ samples.T / m - target) ** 2).sum() / (4.0 * d**2)
 
     def to_torch(image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None])).to(device)
 
     with torch.no_grad():
         style_maps = features(to_torch(style))
@@ -136,7 +137,7 @@ def measure(
 ) -> dict | None:
     command = [sys.executable, __file__, "--child", side, "--size", str(size), "--steps", str(steps)]
     command += ["--optimizer", optimizer, "--platform", platform] + (["--quality"] if quality else [])
-    environment = {**os.environ, "JAX_PLATFORMS": platform}
+    environment = {**os.environ, "JAX_PLATFORMS": "cuda" if platform == "gpu" else platform}
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if result.returncode != 0:
         print(f"  {side}: failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -213,12 +214,15 @@ def main() -> None:
     have_torch = importlib.util.find_spec("torch") is not None
     if not have_torch:
         print("  torch is not installed: no reference, no ratio")
-    elif arguments.optimizer in (None, "lbfgs") and arguments.platform == "cpu":
+    elif arguments.optimizer in (None, "lbfgs"):
         time_to_quality(arguments.size, arguments.quality_steps, arguments.platform, figures)
     for optimizer in [arguments.optimizer] if arguments.optimizer else ["lbfgs", "adam"]:
         ours = measure("mmdstyle", arguments.size, arguments.steps, optimizer, arguments.platform)
-        on_cpu = have_torch and arguments.platform == "cpu"
-        theirs = measure("torch", arguments.size, arguments.steps, optimizer, "cpu") if on_cpu else None
+        theirs = (
+            measure("torch", arguments.size, arguments.steps, optimizer, arguments.platform)
+            if have_torch
+            else None
+        )
         figures[optimizer] = {"mmdstyle": ours, "torch": theirs}
         for side, result in (("mmdstyle", ours), ("torch", theirs)):
             if result:

@@ -10,10 +10,13 @@ import torch
 from mmdstyle.features import VGG19, VGG19_LAYERS
 
 
-def torch_features(model: VGG19, layers: Sequence[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+def torch_features(
+    model: VGG19, layers: Sequence[str], device: str = "cpu"
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """``features(image NCHW in [0, 1]) -> {layer: (channels, h, w)}`` with ``model``'s weights.
 
-    Torchvision preprocessing; the model's pooling (max or average) and zero padding.
+    Torchvision preprocessing; the model's pooling (max or average) and zero padding; the
+    weights on ``device``.
     """
     deepest = max(VGG19_LAYERS.index(name) for name in layers)
     names = VGG19_LAYERS[: deepest + 1]
@@ -25,13 +28,13 @@ def torch_features(model: VGG19, layers: Sequence[str]) -> Callable[[torch.Tenso
             conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1)
             conv.weight.data = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
             conv.bias.data = torch.from_numpy(np.asarray(convolution.bias[...]).copy())
-            modules.append(conv.requires_grad_(False))
+            modules.append(conv.requires_grad_(False).to(device))
         elif name.startswith("relu"):
             modules.append(torch.nn.ReLU())
         else:
             modules.append(torch.nn.AvgPool2d(2) if model.pooling == "average" else torch.nn.MaxPool2d(2))
-    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).reshape(1, 3, 1, 1)
     wanted = set(layers)
 
     def features(image: torch.Tensor) -> dict[str, torch.Tensor]:

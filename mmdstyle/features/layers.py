@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import ArrayLike
+from jaxtyping import Array, ArrayLike
 
-from mmdstyle._checks import as_samples
+from mmdstyle._checks import as_samples, is_traced
 
 __all__ = [
     "ExtractorArgument",
@@ -117,6 +117,19 @@ def jitted_extractor(
 ) -> dict[str, Any]:
     """``extractor(image, layers)``, compiled once per extractor shape, image shape and layers."""
     return dict(extractor(image, layers))
+
+
+def compiled_when_eager(module: nnx.Module, image: Array, layers: tuple[str, ...]) -> dict[str, Any] | None:
+    """``module(image, layers)`` as one compiled program when called outside any trace, else None.
+
+    Called eagerly, a network would run, and compile, operation by operation (every convolution
+    its own program); the built-in extractors call this first, so that an interactive call costs
+    one compilation per image shape and layers, as inside a user's own ``jax.jit``.
+    """
+    if is_traced(image) or any(is_traced(leaf) for leaf in jax.tree.leaves(nnx.state(module))):
+        return None
+    maps = jitted_extractor(ExtractorArgument(module), image, layers)
+    return {layer: maps[layer] for layer in layers}  # a pytree's dict comes back sorted by key
 
 
 def cast_extractor(extractor: Any, dtype: Any) -> Any:

@@ -28,7 +28,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_choice, check_integer
-from mmdstyle.features.layers import resolve_layers
+from mmdstyle.features.layers import compiled_when_eager, resolve_layers
 from mmdstyle.features.preprocessing import PREPROCESSINGS, Preprocessing, preprocess
 from mmdstyle.features.vgg import check_image
 
@@ -91,6 +91,8 @@ class MultiScaleRandom(nnx.Module):
         """The maps of ``layers`` (default ``"relu"``) for an RGB image (H, W, 3) or a batch (N, H, W, 3)."""
         names = resolve_layers(self, layers)
         image = check_image(image)
+        if (compiled := compiled_when_eager(self, image, names)) is not None:
+            return compiled
         single = image.ndim == 3
         x = image[None] if single else image
         x = preprocess(x.astype(self.filters[0].dtype), self.preprocessing)

@@ -25,7 +25,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_choice
-from mmdstyle.features.layers import resolve_layers
+from mmdstyle.features.layers import compiled_when_eager, resolve_layers
 from mmdstyle.features.preprocessing import PREPROCESSINGS, Preprocessing, preprocess
 
 #: Output channels of each block's convolutions (configuration E).
@@ -155,6 +155,8 @@ class VGG19(nnx.Module):
         single = image.ndim == 3
         x = image[None] if single else image
         _check_spatial_size(x.shape[1:3], names, self.padding)
+        if (compiled := compiled_when_eager(self, image, names)) is not None:
+            return compiled
         x = preprocess(x.astype(self.convolutions[0].kernel.dtype), self.preprocessing)
 
         deepest = max(VGG19_LAYERS.index(name) for name in names)
