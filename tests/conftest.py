@@ -7,12 +7,28 @@ broadcasting inside the package an error. jaxtyping checks every annotated shape
 (``--jaxtyping-packages`` in pyproject.toml).
 """
 
-import jax
-import jaxtyping
-import numpy as np
-import pytest
+import os
+import shutil
+import tempfile
 
-from tests.helpers import TINY_VGG_WIDTHS
+#: One XLA compilation cache for every process of a test run (the xdist workers, the notebook
+#: kernels, the command-line subprocesses), created empty by the first process, which removes it
+#: at the end: a program two processes need is compiled once per run, never taken from an
+#: earlier run. Measured on 2 cores: the suite 6:21 -> 5:31. Set before JAX is imported, since
+#: JAX reads these variables then; the processes started later inherit them.
+_CACHE_OWNER = "MMDSTYLE_TEST_CACHE_OWNER"
+if _CACHE_OWNER not in os.environ:
+    os.environ[_CACHE_OWNER] = str(os.getpid())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmdstyle-tests-xla-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+import jax  # noqa: E402
+import jaxtyping  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.helpers import TINY_VGG_WIDTHS  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -67,3 +83,8 @@ def pytest_collection_modifyitems(items):
     leave one worker running them alone at the end.
     """
     items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_CACHE_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -41,7 +41,7 @@ from mmdstyle.features.layers import (
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.kernels import HIGHEST, Polynomial
 from mmdstyle.losses import gram_style_loss, mmd_style_loss
-from mmdstyle.mmd import mmd2, select_route
+from mmdstyle.mmd import ONE_TILE_PAIRS, mmd2, select_route
 from mmdstyle.style.images import resize_cover
 
 __all__ = [
@@ -192,7 +192,7 @@ def _sides(x: Float[Array, "m d"], s: Float[Array, "m d"], estimator: str) -> di
     """
 
     def mmd_side(x: Array) -> Array:
-        return mmd_style_loss(x, s, Polynomial(2), estimator, route="pairwise")
+        return mmd_style_loss(x, s, Polynomial(2), estimator, route="pairwise", block_size=_block_size(x, s))
 
     gram, gram_gradient = jax.value_and_grad(gram_style_loss)(x, s)
     mmd, mmd_gradient = jax.value_and_grad(mmd_side)(x)
@@ -200,6 +200,16 @@ def _sides(x: Float[Array, "m d"], s: Float[Array, "m d"], estimator: str) -> di
 
 
 _feature_sides = jax.jit(_sides, static_argnames="estimator")
+
+
+def _block_size(x: Array, s: Array) -> int | None:
+    """One tile (whole kernel matrices) for layers of up to 1024 positions, else the default.
+
+    Each program here runs once, so compiling is most of its cost, and one tile compiles about
+    4x faster than the blocked scans (:data:`mmdstyle.mmd.ONE_TILE_PAIRS`).
+    """
+    largest = max(x.shape[0], s.shape[0])
+    return largest if largest**2 <= ONE_TILE_PAIRS else None
 
 
 def _image_sides(
@@ -245,12 +255,13 @@ _jitted_image_sides = jax.jit(_image_sides, static_argnames=("layers", "estimato
 def _routes_and_estimators(x: Float[Array, "m d"], s: Float[Array, "m d"]) -> dict[str, Array]:
     """The biased MMD's default (feature) route, and the unbiased estimator's gap (needs m >= 2)."""
     kernel = Polynomial(2)
-    biased = mmd2(x, s, kernel, "biased", route="pairwise")
+    block_size = _block_size(x, s)
+    biased = mmd2(x, s, kernel, "biased", route="pairwise", block_size=block_size)
     quantities = {"pairwise": biased, "feature": mmd2(x, s, kernel, "biased", route="feature")}
     if x.shape[0] >= 2:
         # The gap from the pairwise route's tile sums, against the closed form from Gram matrices.
         quantities["unbiased"] = mmd2(x, s, kernel, "unbiased")
-        quantities["gap"] = mmd2(x, s, kernel, "unbiased", route="pairwise") - biased
+        quantities["gap"] = mmd2(x, s, kernel, "unbiased", route="pairwise", block_size=block_size) - biased
         quantities["closed_form_gap"] = _closed_form_gap(x, s)
     return quantities
 
