@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
 
@@ -15,18 +17,44 @@ FAST = ["--extractor", "tiny-vgg", "--size", "32", "--style-layers", "relu1_1,re
 
 
 def test_synthesize_end_to_end_in_a_fresh_process(tmp_path):
+    # A user's fresh process: no test compilation cache, the command's own in MMDSTYLE_HOME.
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("JAX_")}
+    environment["MMDSTYLE_HOME"] = str(tmp_path / "home")
     output = tmp_path / "texture.png"
     command = [
         *(sys.executable, "-m", "mmdstyle", "synthesize", "sample:gravel", "-o", str(output), "--size", "32"),
         *("--steps", "4", "--extractor", "random-vgg19", "--style-layers", "relu1_1,relu2_1", "--quiet"),
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    run = functools.partial(subprocess.run, command, capture_output=True, text=True, timeout=600, check=False)
+    finished = run(env=environment)
     assert finished.returncode == 0, finished.stderr
     assert output.is_file()
     report = json.loads((tmp_path / "texture.json").read_text())
     assert len(report["history"]) == 4
     assert report["config"]["extractor"] == "random-vgg19"
     assert (tmp_path / "texture-loss.png").is_file()
+
+    # The compiled programs were kept; damaged entries cost a recompilation, never the run.
+    entries = [path for path in (tmp_path / "home" / "xla").rglob("*") if path.is_file()]
+    assert entries
+    for entry in entries:
+        entry.write_bytes(b"not a compiled program")
+    first = output.read_bytes()
+    finished = run(env=environment)
+    assert finished.returncode == 0, finished.stderr
+    assert output.read_bytes() == first
+
+
+def test_the_compilation_cache_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MMDSTYLE_HOME", str(tmp_path))
+    assert cli.compilation_cache() == tmp_path / "xla"
+    for off in ("0", "off", "false"):
+        monkeypatch.setenv("MMDSTYLE_COMPILATION_CACHE", off)
+        assert cli.compilation_cache() is None
+    monkeypatch.delenv("MMDSTYLE_COMPILATION_CACHE")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+    assert cli.compilation_cache() is None  # JAX's own setting stands
 
 
 def test_transfer_writes_image_history_plot_and_snapshots(tmp_path):
