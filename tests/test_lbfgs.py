@@ -156,11 +156,11 @@ def test_a_minimum_is_reported_as_converged_and_stays_put():
     function = lambda x: jnp.sum(x**2)  # noqa: E731
     lbfgs, records = run(function, np.zeros(4), 2)
     assert lbfgs.converged
-    assert [evaluations for *_, evaluations in records] == [0, 0]
+    assert [evaluations for *_, evaluations in records] == [1, 0]  # only the start's evaluation
     np.testing.assert_array_equal(lbfgs.params, np.zeros(4))
 
 
 def test_a_non_finite_start_is_returned_as_it_is():
     _lbfgs, ((_start, value, _, evaluations),) = run(lambda x: jnp.sum(jnp.log(x)), -np.ones(2), 1)
     assert math.isnan(value)
-    assert evaluations == 0
+    assert evaluations == 1  # the start's, and no search

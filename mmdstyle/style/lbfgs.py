@@ -218,17 +218,19 @@ class HostLBFGS:
     def step(self) -> tuple[Array, float, Any, int]:
         """One L-BFGS step: (params it started from, value there, terms there, evaluations spent).
 
+        The evaluations include, in the first step, the one at the starting parameters.
+
         When no lower value is found along the L-BFGS direction, the memory is cleared and the
         steepest-descent direction tried; if that fails too, the parameters stay where they are
         and :attr:`converged` becomes True (a local minimum, to the precision of the arithmetic).
         """
-        if self.current is None:
-            self.current = self._trial(self.params, jnp.zeros_like(self.params), 0.0)
+        spent = 0
+        if self.current is None:  # the first step also evaluates where it starts
+            self.current, spent = self._trial(self.params, jnp.zeros_like(self.params), 0.0), 1
         params, gradient, terms = self.current.payload
         value = self.current.value
         if not math.isfinite(value) or self.converged:
-            return params, value, terms, 0
-        spent = 0
+            return params, value, terms, spent
         for attempt in range(2):
             direction, slope, memory = self.direction(gradient, self.memory, params)
             slope = float(slope)
