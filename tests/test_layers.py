@@ -18,7 +18,7 @@ from mmdstyle.features import (
     resolve_layers,
     subsample,
 )
-from tests.helpers import TINY_VGG_WIDTHS
+from tests.helpers import TINY_VGG_WIDTHS, count_compilations
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,19 @@ def test_subsample_draws_distinct_rows_in_order(rng):
     assert np.all(np.diff(drawn[:, 0]) > 0)
     assert subsample(samples, 100, rng) is samples
     assert subsample(samples, None, rng) is samples
+
+
+def test_an_eager_call_of_a_built_in_network_runs_as_one_compiled_program(network):
+    image = jnp.asarray(np.random.default_rng(0).uniform(size=(20, 24, 3)), jnp.float32)
+    layers = ("relu3_1", "relu1_1")  # not in network order: the answer keeps the order asked for
+    with count_compilations() as compiled:
+        eager = network(image, layers)
+    assert 0 < compiled[0] <= 3  # op by op, this network compiled over 20 programs
+    assert list(eager) == list(layers)
+    with count_compilations() as compiled:
+        again = network(image, layers)
+    assert compiled[0] == 0
+    traced = jax.jit(lambda image, network: network(image, layers))(image, network)
+    for layer in layers:
+        np.testing.assert_array_equal(again[layer], eager[layer])
+        np.testing.assert_allclose(eager[layer], traced[layer], rtol=1e-6, atol=1e-6)

@@ -27,6 +27,7 @@ __all__ = [
     "ExtractorArgument",
     "as_samples",
     "cast_extractor",
+    "compiled_when_eager",
     "extract_samples",
     "jitted_extractor",
     "resolve_layers",
