@@ -164,3 +164,12 @@ def test_a_non_finite_start_is_returned_as_it_is():
     _lbfgs, ((_start, value, _, evaluations),) = run(lambda x: jnp.sum(jnp.log(x)), -np.ones(2), 1)
     assert math.isnan(value)
     assert evaluations == 1  # the start's, and no search
+
+
+def test_a_non_finite_gradient_stops_with_a_reason():
+    # |x| written as sqrt(x^2): the value is finite at 0, its derivative 0 * inf = NaN
+    lbfgs, ((_start, value, _, evaluations),) = run(lambda x: jnp.sum(jnp.sqrt(x**2)), [0.0, 1.0], 1)
+    assert value == 1.0
+    assert evaluations == 1
+    assert "gradient is not finite" in lbfgs.failure
+    assert not lbfgs.converged

@@ -228,6 +228,20 @@ def test_a_loss_that_overflows_stops_the_run_and_keeps_the_last_good_image(netwo
     np.testing.assert_allclose(result.image, np.clip(content, 0, 1), atol=1e-6)  # the start of the chunk
 
 
+def test_an_lbfgs_run_whose_gradient_is_not_finite_stops_and_says_why():
+    def kinked(image, layers):  # |image - 0.5| as sqrt((image - 0.5)^2): NaN gradient at 0.5
+        return {"rgb": jnp.sqrt((jnp.asarray(image) - 0.5) ** 2)}
+
+    target = np.zeros((16, 16, 3), np.float32)
+    settings = TransferConfig(
+        size=16, steps=5, style_layers=("rgb",), content_layers=("rgb",), init=np.full((16, 16, 3), 0.5)
+    )
+    result = transfer(target, [target], settings, extractor=kinked, progress=False)
+    assert "gradient is not finite" in result.stopped_early
+    assert len(result.history) == 1
+    np.testing.assert_array_equal(result.image, np.full((16, 16, 3), 0.5, np.float32))
+
+
 def test_a_loss_that_turns_nan_mid_chunk_keeps_the_image_just_before():
     target = np.zeros((24, 32, 3), np.float32)
     target[:, 16:] = 0.9  # mean square 0.405: pulls a flat 0.3 image up

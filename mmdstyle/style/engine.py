@@ -136,6 +136,7 @@ class _AdamSteps:
             _jitted_adam_step, image, self.state, network, objective, optimizer=optimizer
         )
         self.converged = False
+        self.failure = None  # a non-finite loss shows in the values
 
     def step(self) -> tuple[Array, Any, dict[str, Any], Any]:
         """(image the step started from, value there, terms there, evaluations), then moves on."""
@@ -161,7 +162,11 @@ class _LBFGSSteps:
 
     @property
     def converged(self) -> bool:
-        return self.lbfgs.converged
+        return self.lbfgs.converged or self.lbfgs.failure is not None
+
+    @property
+    def failure(self) -> str | None:
+        return self.lbfgs.failure
 
     def step(self) -> tuple[Array, Any, dict[str, Any], Any]:
         """(image the step started from, value there, terms there, evaluations), then moves on."""
@@ -251,6 +256,12 @@ def run_stage(
             return np.asarray(kept), history, reason
         params, last_finite = images[-1], images[-2]
         done += length
+        if stepper.failure:
+            reason = (
+                f"{stepper.failure} at step {first_step + done - 1}; stopped there. Check the extractor "
+                "and the loss for operations without a gradient at these values, or try Adam."
+            )
+            return np.asarray(params), history, reason
         if stepper.converged:
             history[-1]["converged"] = True
         if on_chunk is not None:

@@ -206,6 +206,7 @@ class HostLBFGS:
         self.memory = lbfgs_memory(params, memory_size)
         self.direction = lbfgs_direction.lower(params, self.memory, params).compile()
         self.converged = False
+        self.failure: str | None = None  # why the iteration cannot go on, when it cannot
         self.params = params
         self.current: Trial | None = None  # evaluated at the first step
 
@@ -223,17 +224,21 @@ class HostLBFGS:
         When no lower value is found along the L-BFGS direction, the memory is cleared and the
         steepest-descent direction tried; if that fails too, the parameters stay where they are
         and :attr:`converged` becomes True (a local minimum, to the precision of the arithmetic).
+        A gradient that is not finite stops the iteration: :attr:`failure` says so.
         """
         spent = 0
         if self.current is None:  # the first step also evaluates where it starts
             self.current, spent = self._trial(self.params, jnp.zeros_like(self.params), 0.0), 1
         params, gradient, terms = self.current.payload
         value = self.current.value
-        if not math.isfinite(value) or self.converged:
+        if not math.isfinite(value) or self.converged or self.failure:
             return params, value, terms, spent
         for attempt in range(2):
             direction, slope, memory = self.direction(gradient, self.memory, params)
             slope = float(slope)
+            if not math.isfinite(slope):
+                self.failure = "the gradient is not finite (NaN or infinite) where the loss is finite"
+                return params, value, terms, spent
             if not slope < 0.0:  # not a descent direction: the memory misleads; start it afresh
                 self.memory = lbfgs_memory(params, self.memory_size)
                 if attempt == 0:
