@@ -59,7 +59,8 @@ class TransferConfig:
         tv_weight: weight of the total variation sum of squared neighbour differences.
         style_scale: style images are resized to ``style_scale`` times the stage's size.
         style_blend_weights: b_s, one per style image; ``None``: equal. Normalised to sum to 1.
-        optimizer: ``"lbfgs"`` (optax, zoom line search) or ``"adam"``.
+        optimizer: ``"lbfgs"`` (strong-Wolfe line search from the host, :mod:`mmdstyle.style.lbfgs`) or
+            ``"adam"``.
         learning_rate: Adam's step size in pixel units (L-BFGS needs none).
         init: ``"content"``, ``"noise"`` (uniform in [0, 1], seeded) or an image array.
         seed: seeds the noise initialisation; runs with the same seed are identical.
