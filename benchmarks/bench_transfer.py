@@ -131,10 +131,9 @@ def run_torch(size: int, steps: int, optimizer: str, platform: str, quality: boo
         start = time.perf_counter()
         first = float(solver.step(closure))
         seconds = time.perf_counter() - start
-        iterations_done = solver.state[solver._params[0]]["n_iter"]
         return {
             "total_seconds": seconds,
-            "iterations": iterations_done,
+            "iterations": solver.state[image]["n_iter"],
             "evaluations": evaluations,
             "first_loss": first,
             "final_loss": float(closure()),  # step() returns the loss before its iterations
@@ -206,9 +205,7 @@ def main() -> None:
         "--quality-steps", type=int, default=50, help="torch's iterations for time to quality"
     )
     parser.add_argument("--optimizer", choices=("lbfgs", "adam"), help="only this optimizer (default: both)")
-    parser.add_argument(
-        "--platform", default="cpu", help="JAX_PLATFORMS for mmdstyle: cpu or gpu (torch: cpu)"
-    )
+    parser.add_argument("--platform", choices=("cpu", "gpu"), default="cpu", help="where both sides run")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--child", choices=("mmdstyle", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
@@ -216,10 +213,10 @@ def main() -> None:
     if arguments.quick:
         arguments.size, arguments.steps, arguments.quality_steps = 64, 3, 5
     if arguments.child:
+        optimizer = arguments.optimizer or "lbfgs"
         if arguments.child == "mmdstyle":
-            result = run_mmdstyle(arguments.size, arguments.steps, arguments.optimizer or "lbfgs")
+            result = run_mmdstyle(arguments.size, arguments.steps, optimizer)
         else:
-            optimizer = arguments.optimizer or "lbfgs"
             result = run_torch(
                 arguments.size, arguments.steps, optimizer, arguments.platform, arguments.quality
             )

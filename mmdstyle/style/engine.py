@@ -31,7 +31,7 @@ from mmdstyle.features.layers import ExtractorArgument
 from mmdstyle.features.progress import progress_bar
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.style.images import fit_within, luminance_transfer, resize
-from mmdstyle.style.lbfgs import HostLBFGS, lbfgs_direction, lbfgs_memory
+from mmdstyle.style.lbfgs import HostLBFGS
 from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
 
 
@@ -152,9 +152,8 @@ class _LBFGSSteps:
         self.program, self.compile_seconds = _compiled(
             _jitted_trial, image, image, jnp.zeros((), image.dtype), network, objective
         )
-        direction_seconds = _compiled(lbfgs_direction, image, lbfgs_memory(image), image)[1]
-        self.compile_seconds += direction_seconds  # HostLBFGS finds it compiled
         self.lbfgs = HostLBFGS(lambda x, d, t: self.program(x, d, t, network, objective), image)
+        self.compile_seconds += self.lbfgs.compile_seconds  # its search direction's program
 
     @property
     def image(self) -> Array:
@@ -162,7 +161,7 @@ class _LBFGSSteps:
 
     @property
     def converged(self) -> bool:
-        return self.lbfgs.converged or self.lbfgs.failure is not None
+        return self.lbfgs.converged
 
     @property
     def failure(self) -> str | None:
@@ -204,7 +203,7 @@ def run_stage(
     history: list[dict] = []
     done, running = 0, 0.0
     last_finite = params  # an image whose loss is known to be finite (the start counts as such)
-    while done < steps and not stepper.converged:
+    while done < steps and not (stepper.converged or stepper.failure):
         length = min(config.chunk, steps - done)
         started = time.perf_counter()
         images, outputs = [], []
@@ -212,7 +211,7 @@ def run_stage(
             start, value, terms, evaluations = stepper.step()
             images.append(start)
             outputs.append((value, {**terms, "evaluations": evaluations}))
-            if stepper.converged:
+            if stepper.converged or stepper.failure:
                 length = len(outputs)
                 break
         images.append(stepper.image)

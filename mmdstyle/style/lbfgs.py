@@ -27,6 +27,7 @@ References:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -204,7 +205,9 @@ class HostLBFGS:
         self.evaluation = evaluation
         self.memory_size = memory_size
         self.memory = lbfgs_memory(params, memory_size)
+        started = time.perf_counter()
         self.direction = lbfgs_direction.lower(params, self.memory, params).compile()
+        self.compile_seconds = time.perf_counter() - started  # the direction's program
         self.converged = False
         self.failure: str | None = None  # why the iteration cannot go on, when it cannot
         self.params = params
