@@ -18,9 +18,11 @@ from mmdstyle._checks import as_samples
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import (
     AbstractKernel,
+    Energy,
     Gaussian,
     Laplacian,
     Linear,
+    MultiGaussian,
     Polynomial,
     from_function,
 )
@@ -36,9 +38,11 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "AbstractKernel",
+    "Energy",
     "Gaussian",
     "Laplacian",
     "Linear",
+    "MultiGaussian",
     "Polynomial",
     "TwoSampleTestResult",
     "as_samples",

@@ -152,3 +152,31 @@ def check_max_samples(max_samples: Any) -> None:
     """``max_samples``: a whole number >= 2, or None for all samples."""
     if max_samples is not None:
         check_integer("max_samples", max_samples, minimum=2, hint=" (or None for all)")
+
+
+def check_key(key: Any, needed_by: str) -> jax.Array:
+    """``key``, checked to be a ``jax.random`` key (a typed key, or a legacy uint32 key of shape (2,)).
+
+    Args:
+      key: the key a random estimate draws from.
+      needed_by: what draws from it, for the message (e.g. ``"route='rff'"``).
+    """
+    if key is None:
+        raise ValueError(
+            f"{needed_by} draws random numbers, so it needs an explicit key: pass key=jax.random.key(0) "
+            "(the same key gives the same estimate on every machine)."
+        )
+    if is_traced(key):
+        return key
+    if (
+        isinstance(key, jax.Array)
+        and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.shape == ()
+    ):
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return jnp.asarray(key)
+    raise ValueError(
+        f"key for {needed_by} must be one jax.random key such as jax.random.key(0), got "
+        f"{type(key).__name__}{getattr(key, 'shape', '')!s}."
+    )

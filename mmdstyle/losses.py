@@ -21,7 +21,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_sample_pair, check_samples, check_scalar
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Polynomial
-from mmdstyle.mmd import mmd2
+from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, mmd2
 
 __all__ = ["bn_style_loss", "content_loss", "gram_matrix", "gram_style_loss", "mmd_style_loss"]
 
@@ -83,6 +83,9 @@ def mmd_style_loss(
     *,
     block_size: int | None = None,
     route: str = "auto",
+    num_features: int = DEFAULT_NUM_FEATURES,
+    num_directions: int = DEFAULT_NUM_DIRECTIONS,
+    key: jax.Array | None = None,
 ) -> Float[Array, ""]:
     """The MMD style loss ``MMD^2[x, y; k] / (4 d^2)`` (Li et al., 2017).
 
@@ -98,7 +101,11 @@ def mmd_style_loss(
       kernel: default ``Polynomial(2)``, i.e. ``k(a, b) = (a^T b)^2``.
       estimator: ``"biased"``, ``"unbiased"`` or ``"linear"`` (see :func:`mmdstyle.mmd2`).
       block_size: rows per block of the pairwise route, passed to :func:`mmdstyle.mmd2`.
-      route: ``"auto"``, ``"feature"`` or ``"pairwise"``, passed to :func:`mmdstyle.mmd2`.
+      route: ``"auto"``, ``"feature"``, ``"pairwise"``, ``"rff"`` or ``"sliced"``, passed to
+        :func:`mmdstyle.mmd2`.
+      num_features: random Fourier features of the ``"rff"`` route (sin/cos pairs: even).
+      num_directions: random directions of the ``"sliced"`` route.
+      key: the ``jax.random`` key that the random routes draw from.
 
     Returns:
       The scalar loss.
@@ -106,7 +113,18 @@ def mmd_style_loss(
     x, y = check_sample_pair(x, y, allow_feature_map=True)
     kernel = Polynomial(2) if kernel is None else kernel
     d = float(x.shape[1])
-    return mmd2(x, y, kernel, estimator, block_size=block_size, route=route) / (4.0 * d**2)
+    value = mmd2(
+        x,
+        y,
+        kernel,
+        estimator,
+        block_size=block_size,
+        route=route,
+        num_features=num_features,
+        num_directions=num_directions,
+        key=key,
+    )
+    return value / (4.0 * d**2)
 
 
 def bn_style_loss(

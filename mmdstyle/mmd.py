@@ -5,7 +5,8 @@
                         - 2/(mn) sum_ij k(x_i,y_j)
     linear    MMD_l^2 = 1/P sum_p h(z_{2p-1}, z_{2p}),  P = floor(min(m, n) / 2)
 
-Routes for the biased and unbiased estimators:
+Routes for the biased and unbiased estimators (the first two exact, the last two random,
+unbiased estimates of the exact value, each drawn from an explicit ``key``):
 
 - ``"feature"``: kernels ``k = c_0 + c_1 a^T b + c_2 (a^T b)^2`` have an exact finite feature
   space; the sums are read off the means and Gram matrices in O((m + n) d^2) time and O(d^2)
@@ -14,12 +15,21 @@ Routes for the biased and unbiased estimators:
   block is rematerialised in the backward pass (``jax.checkpoint``), so the value and the gradient
   both run in O(block_size * max(m, n)) memory. The x-x and y-y sums evaluate each unordered pair
   of blocks once. A block of all the rows sums whole matrices instead, without the scans.
+- ``"rff"``: translation-invariant kernels with a spectral density (Gaussian, Laplacian, their
+  mixtures and positive scalings, plus exact inner-product terms) through random Fourier features
+  (:mod:`mmdstyle.random_features`): O((m + n) d D) time, O(d D) memory.
+- ``"sliced"``: the energy distance (:class:`~mmdstyle.kernels.Energy`) as a mean over random
+  directions of 1-D energy distances, each by sorting (:mod:`mmdstyle.sliced`): O((m + n) d L +
+  L (m + n) log(m + n)) for L directions.
 
 References:
   Gretton, Borgwardt, Rasch, Schölkopf, Smola, "A Kernel Two-Sample Test", JMLR 13, 2012.
   https://jmlr.org/papers/v13/gretton12a.html
   Li, Wang, Liu, Hou, "Demystifying Neural Style Transfer", IJCAI 2017.
   https://arxiv.org/abs/1701.01036
+  Rahimi, Recht, "Random Features for Large-Scale Kernel Machines", NeurIPS 2007.
+  Sejdinovic, Sriperumbudur, Gretton, Fukumizu, "Equivalence of distance-based and RKHS-based
+  statistics in hypothesis testing", Annals of Statistics 41(5), 2013.
 """
 
 from __future__ import annotations
@@ -32,12 +42,26 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_sample_pair, is_traced
-from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel
+from mmdstyle import random_features, sliced
+from mmdstyle._checks import (
+    check_block_size,
+    check_choice,
+    check_estimator,
+    check_integer,
+    check_key,
+    check_sample_pair,
+    is_traced,
+)
+from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean
 
-__all__ = ["ROUTES", "default_block_size", "mmd2", "select_route"]
+__all__ = ["RANDOM_ROUTES", "ROUTES", "default_block_size", "mmd2", "select_route"]
 
-ROUTES = ("auto", "feature", "pairwise")
+ROUTES = ("auto", "feature", "pairwise", "rff", "sliced")
+#: The routes that estimate the exact value from random draws (frequencies, directions).
+RANDOM_ROUTES = ("rff", "sliced")
+#: Default number of random frequencies (route "rff") and directions (route "sliced").
+DEFAULT_NUM_FEATURES = 1024
+DEFAULT_NUM_DIRECTIONS = 256
 
 #: Kernel values in one tile of the pairwise route: 2^18, 1 MiB in float32, so that a tile stays
 #: in cache between the matmul that makes it and the reduction that consumes it.
@@ -70,17 +94,31 @@ def _feature_coefficients(kernel: AbstractKernel) -> tuple[ArrayLike, ...] | Non
 
 
 def select_route(kernel: AbstractKernel, estimator: str = "biased", route: str = "auto") -> str:
-    """The route :func:`mmd2` takes: ``"feature"``, ``"pairwise"`` or ``"paired"`` (linear-time).
+    """The route :func:`mmd2` takes: feature, pairwise, rff, sliced or paired (linear-time).
 
     Args:
       kernel: the kernel.
       estimator: ``"biased"``, ``"unbiased"`` or ``"linear"``.
-      route: ``"auto"`` picks the feature route whenever the kernel has one.
+      route: ``"auto"`` picks the feature route whenever the kernel has one, else the pairwise
+        route: it never picks a random route, which needs a key.
 
     Raises:
-      ValueError: ``route="feature"`` for a kernel without an exact finite feature space.
+      ValueError: a route the kernel does not have (the message names the kernels that have it),
+        or a random route with the linear-time estimator.
     """
     check_choice("route", route, ROUTES)
+    if route in RANDOM_ROUTES:
+        if estimator == "linear":
+            raise ValueError(
+                f"route={route!r} estimates the biased or unbiased MMD^2; the linear-time estimator "
+                "evaluates the kernel on m/2 pairs and has no random route. Use estimator='biased' "
+                "or 'unbiased', or route='auto'."
+            )
+        if route == "rff":
+            random_features.check_kernel_has_features(kernel)
+        else:
+            sliced.check_sliced_kernel(kernel)
+        return route
     if estimator == "linear":
         return "paired"
     has_features = _feature_coefficients(kernel) is not None
@@ -102,6 +140,10 @@ def mmd2(
     estimator: str = "biased",
     block_size: int | None = None,
     route: str = "auto",
+    *,
+    num_features: int = DEFAULT_NUM_FEATURES,
+    num_directions: int = DEFAULT_NUM_DIRECTIONS,
+    key: jax.Array | None = None,
 ) -> Float[Array, ""]:
     """Squared Maximum Mean Discrepancy between the samples x and y under ``kernel``.
 
@@ -119,22 +161,48 @@ def mmd2(
         values. Memory is O(block_size * max(m, n)) at most. ``block_size >= max(m, n)`` sums
         whole kernel matrices, one tile, without scans: faster to compile, slower to run.
         Ignored by the other routes.
-      route: ``"auto"`` (feature route when the kernel has one), ``"feature"`` or ``"pairwise"``.
-        See :func:`select_route`.
+      route: ``"auto"`` (feature route when the kernel has one, else pairwise), ``"feature"``,
+        ``"pairwise"``, ``"rff"`` (random Fourier features) or ``"sliced"`` (random directions,
+        for :class:`~mmdstyle.kernels.Energy`). See :func:`select_route`.
+      num_features: frequencies D of the ``"rff"`` route (2D features: sin/cos pairs); the
+        error of the estimate shrinks like D^(-1/2).
+      num_directions: directions L of the ``"sliced"`` route; the error shrinks like L^(-1/2).
+      key: ``jax.random`` key for the random routes' draws (required there, ignored by the
+        exact routes). The same key gives the same frequencies or directions, so with a fixed
+        key the estimate is a deterministic, differentiable function of x, y and the kernel.
 
     Returns:
       The scalar estimate, in the dtype of the samples. Jit-compiled; differentiable in x, y
-      and the kernel's parameters.
+      and the kernel's parameters. On the random routes it is an unbiased estimate (over keys)
+      of the exact route's value of the same estimator.
     """
     x, y = check_sample_pair(x, y)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_kernel("kernel", kernel)
     chosen = select_route(kernel, estimator, route)
+    draws = None
+    if chosen in RANDOM_ROUTES:
+        key = check_key(key, f"route={chosen!r}")
+        if chosen == "rff":
+            draws = check_integer("num_features", num_features)
+            random_features.check_enough_features(kernel, draws)
+        else:
+            draws = check_integer("num_directions", num_directions)
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
     powers = _nonzero_powers(kernel) if chosen == "feature" else None
-    return _mmd2(x, y, kernel, estimator=estimator, route=chosen, block_size=block_size, powers=powers)
+    return _mmd2(
+        x,
+        y,
+        kernel,
+        key,
+        estimator=estimator,
+        route=chosen,
+        block_size=block_size,
+        powers=powers,
+        draws=draws,
+    )
 
 
 def _nonzero_powers(kernel: AbstractKernel) -> tuple[int, ...]:
@@ -143,20 +211,31 @@ def _nonzero_powers(kernel: AbstractKernel) -> tuple[int, ...]:
     return tuple(p for p, c in enumerate(coefficients) if is_traced(c) or not np.all(np.asarray(c) == 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "route", "block_size", "powers"))
+@functools.partial(jax.jit, static_argnames=("estimator", "route", "block_size", "powers", "draws"))
 def _mmd2(
     x: Float[Array, "m d"],
     y: Float[Array, "n d"],
     kernel: AbstractKernel,
+    key: jax.Array | None,
     *,
     estimator: str,
     route: str,
     block_size: int,
     powers: tuple[int, ...] | None,
+    draws: int | None,
 ) -> Float[Array, ""]:
     unbiased = estimator == "unbiased"
     if route == "paired":
         return linear_time_mmd2(x, y, kernel)
+    if route == "rff":
+        # MMD^2 is linear in the kernel: the spectral terms by random features, the rest exactly
+        spectral, exact = random_features.split_kernel(kernel)
+        value = random_features.rff_mmd2(x, y, spectral, key, num_features=draws, unbiased=unbiased)
+        if exact is not None:
+            value = value + feature_mmd2(x, y, _feature_coefficients(exact), unbiased=unbiased)
+        return value
+    if route == "sliced":
+        return sliced.sliced_mmd2(x, y, kernel, key, num_directions=draws, unbiased=unbiased)
     if route == "feature":
         return feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
     return pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
@@ -383,11 +462,9 @@ def pairwise_mmd2(
     block_size: int,
 ) -> Float[Array, ""]:
     """MMD^2 from blocked kernel sums; works for every kernel."""
-    if kernel.translation_invariant:
+    if kernel.mmd_shift_invariant:
         # Exact for such kernels, and it shrinks ||a||^2 + ||b||^2 - 2 a^T b cancellation.
-        centre = (jnp.sum(x, axis=0, keepdims=True) + jnp.sum(y, axis=0, keepdims=True)) / float(
-            x.shape[0] + y.shape[0]
-        )
+        centre = pooled_mean(x, y)
         x, y = x - centre, y - centre
     m, n = float(x.shape[0]), float(y.shape[0])
     xx_off_diagonal, xx_diagonal = symmetric_kernel_sum(kernel, x, block_size)

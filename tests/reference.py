@@ -4,6 +4,7 @@ linear                          a^T b
 polynomial(degree, c, scale)    (scale a^T b + c)^degree
 gaussian(sigma)                 exp(-||a - b||^2 / (2 sigma^2))
 laplacian(sigma)                exp(-||a - b|| / sigma)
+energy                          ||a|| + ||b|| - ||a - b||
 sum_of, product_of, scaled      compositions, entry by entry
 kernel_matrix, mmd2             by plain loops over pairs
 gram_style_loss                 Gatys' formula, with feature maps F = samples transposed
@@ -68,6 +69,10 @@ def gaussian(sigma: float) -> KernelFunction:
 
 def laplacian(sigma: float) -> KernelFunction:
     return lambda a, b: float(np.exp(-np.sqrt(np.sum((a - b) ** 2)) / sigma))
+
+
+def energy(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a) + np.linalg.norm(b) - np.linalg.norm(a - b))
 
 
 def l1_exponential(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,6 +22,7 @@ KERNELS = {
     "poly3": (ms.Polynomial(3, c=1.0, scale=0.5), reference.polynomial(3, 1.0, 0.5)),
     "gaussian": (ms.Gaussian(1.7), reference.gaussian(1.7)),
     "laplacian": (ms.Laplacian(2.5), reference.laplacian(2.5)),
+    "energy": (ms.Energy(), reference.energy),
     "sum": (
         ms.Gaussian(1.0) + 0.5 * ms.Linear(),
         lambda a, b: reference.gaussian(1.0)(a, b) + 0.5 * reference.linear(a, b),

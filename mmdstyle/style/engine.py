@@ -383,7 +383,7 @@ def transfer(
     bar = _progress_bar(config, progress)
     for stage, size in enumerate(config.stages()):
         stage_content, style_images, shape = stage_images(config, content, styles, size)
-        objective = Objective(config, extractor, stage_content, style_images)
+        objective = Objective(config, extractor, stage_content, style_images, stage=stage)
         start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
 
         def report(

@@ -63,7 +63,8 @@ class TransferConfig:
             ``"adam"``.
         learning_rate: Adam's step size in pixel units (L-BFGS needs none).
         init: ``"content"``, ``"noise"`` (uniform in [0, 1], seeded) or an image array.
-        seed: seeds the noise initialisation; runs with the same seed are identical.
+        seed: seeds the noise initialisation and the random routes' draws (fixed per stage);
+            runs with the same seed are identical.
         original_colors: keep the content's colours, transfer luminance only.
         chunk: steps between progress updates, history read-backs and ``on_chunk`` calls.
         dtype: of the image being optimised (``"float64"`` needs ``jax_enable_x64`` and an
@@ -147,7 +148,12 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
             f"layer_losses names layers that are not style layers: {unknown}; style layers: {style_layers}."
         )
     for spec in {config.loss, *config.layer_losses.values()}:
-        parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
+        parsed = parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
+        if parsed.random and config.estimator == "linear":
+            raise ValueError(
+                f"the loss {spec!r} takes a random route, which estimates the biased or unbiased MMD^2; "
+                "the linear-time estimator has none. Use the biased or unbiased estimator, or no '@route'."
+            )
     if not synthesis:
         resolve_layers(extractor, config.content_layers, role="content")
 
@@ -188,7 +194,13 @@ class Objective:
     """
 
     def __init__(
-        self, config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: list[np.ndarray]
+        self,
+        config: TransferConfig,
+        extractor: Any,
+        content: np.ndarray | None,
+        styles: list[np.ndarray],
+        *,
+        stage: int = 0,
     ) -> None:
         self.config = config
         self.style_layers = resolve_layers(extractor, config.style_layers, role="style")
@@ -215,10 +227,18 @@ class Objective:
             "style": {layer: [as_samples(maps[layer]) for maps in style_maps] for layer in self.style_layers},
             "content": {layer: content_maps[layer] for layer in self.content_layers},
         }
-        # each (layer, style) term is built once from its target: data-driven bandwidths are fixed here
+        # each (layer, style) term is built once from its target: data-driven bandwidths are fixed
+        # here, and so are the draws of random routes, from the seed, the stage, the layer and the
+        # style image: the stage's objective is a deterministic function of the image
+        stage_key = jax.random.fold_in(jax.random.key(config.seed), stage)
         self.terms = {
-            layer: [specs[layer].build(target, config.estimator) for target in self.targets["style"][layer]]
-            for layer in self.style_layers
+            layer: [
+                specs[layer].build(
+                    target, config.estimator, jax.random.fold_in(jax.random.fold_in(stage_key, index), style)
+                )
+                for style, target in enumerate(self.targets["style"][layer])
+            ]
+            for index, layer in enumerate(self.style_layers)
         }
 
     @property

@@ -6,13 +6,22 @@
     mmd:gaussian(sigma=median)        gaussian(sigma=...), laplacian(sigma=...); sigma is a number,
     mmd:laplacian(sigma=2.5)          "median" (the median heuristic) or "mean" (Li et al.'s choice),
                                       computed per layer from the style image's features
+    mmd:gaussian(sigma=0.5*median)    a bandwidth relative to the data
+    mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))  several bandwidths at once: their mean kernel
+                                      (a MultiGaussian for gaussian), so k(a, a) = 1
+    mmd:energy                        the energy distance (k(a, b) = |a| + |b| - |a - b|)
     mmd:(linear + 0.5*gaussian(sigma=median))   kernel sums in parentheses; products and
     mmd:0.5*linear * poly2                      scalings also without
+    mmd:gaussian(sigma=median)@rff(1024)   the route of mmdstyle.mmd2 after '@': pairwise, feature,
+    mmd:energy@sliced(256)                 rff(num_features) or sliced(num_directions); without
+                                           '@', the exact default (feature, else pairwise)
     bn                                Li et al.'s mean/std (batch-norm statistics) loss
     0.5*mmd:linear + 0.5*bn           weighted sums of all of these (Li et al.'s fusion)
 
-The MMD estimator is chosen apart (``build(target, estimator)``); with ``"linear"`` the samples
-are paired through one fixed shuffled order, since neighbouring pixels are correlated.
+The MMD estimator is chosen apart (``build(target, estimator, key)``); with ``"linear"`` the
+samples are paired through one fixed shuffled order, since neighbouring pixels are correlated.
+The random routes draw their frequencies or directions once, from the ``key`` given to ``build``:
+the built term is then a deterministic function of its samples.
 
 Parsing gives a :class:`StyleSpec` that prints back as the canonical text (``str(parse(s))``
 parses to the same spec) and builds, for one layer, the style term the transfer engine
@@ -28,18 +37,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from mmdstyle import random_features
 from mmdstyle._checks import ESTIMATORS
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
-from mmdstyle.kernels import AbstractKernel, Gaussian, Laplacian, Linear, Polynomial
+from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
 from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd_style_loss
+from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, select_route
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<symbol>[-+*(),=:]))"
+    r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<symbol>[-+*(),=:@]))"
 )
 KERNEL_PARAMETERS = {
     "linear": (),
@@ -47,8 +59,16 @@ KERNEL_PARAMETERS = {
     "poly": ("degree", "c", "scale"),
     "gaussian": ("sigma",),
     "laplacian": ("sigma",),
+    "energy": (),
 }
 DATA_BANDWIDTHS = ("median", "mean")
+#: Routes that can follow '@', and the size each takes in parentheses (None: no size).
+ROUTE_SIZES = {
+    "pairwise": None,
+    "feature": None,
+    "rff": DEFAULT_NUM_FEATURES,
+    "sliced": DEFAULT_NUM_DIRECTIONS,
+}
 
 
 class SpecError(ValueError):
@@ -59,19 +79,58 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bandwidths:
+    """A bandwidth as written: ``rule`` (median, mean) times ``values``, or the numbers ``values``.
+
+    ``median`` is ``Bandwidths("median", (1.0,))``, ``0.5*median`` is ``Bandwidths("median", (0.5,))``,
+    ``median*(0.25,0.5,1)`` has three factors and ``(0.5,1,2)`` (rule None) three numbers.
+    """
+
+    rule: str | None
+    values: tuple[float, ...]
+
+    def __str__(self) -> str:
+        if self.rule is None:
+            return f"({','.join(_number(v) for v in self.values)})"
+        if len(self.values) > 1:
+            return f"{self.rule}*({','.join(_number(v) for v in self.values)})"
+        return self.rule if self.values[0] == 1.0 else f"{_number(self.values[0])}*{self.rule}"
+
+    def resolve(self, target: Array | None, atom: KernelAtom) -> Array | float | tuple[Array | float, ...]:
+        """The bandwidth(s): the rule's sigma from ``target`` times each value (a tuple if several).
+
+        A ``target`` of None takes the rule's sigma as 1 (a placeholder, to check a spec's structure).
+        """
+        sigma = 1.0
+        if self.rule is not None and target is not None:
+            sigma = (median_bandwidth if self.rule == "median" else mean_bandwidth)(target)
+            if not float(sigma) > 0:
+                raise SpecError(
+                    f"{atom}: the {self.rule} distance between this layer's style features is 0 (the layer "
+                    "is constant on the style image); give sigma a number, or use another layer or loss."
+                )
+        values = tuple(value if self.rule is None else sigma * value for value in self.values)
+        return values if len(values) > 1 else values[0]
+
+
+@dataclass(frozen=True)
 class KernelAtom:
     """One named kernel of a spec with its parameters as written, e.g. ``gaussian(sigma=median)``."""
 
     name: str
-    parameters: tuple[tuple[str, float | str], ...] = ()
+    parameters: tuple[tuple[str, float | Bandwidths], ...] = ()
 
     def __str__(self) -> str:
         if not self.parameters:
             return self.name
         return f"{self.name}({', '.join(f'{key}={_number(value)}' for key, value in self.parameters)})"
 
-    def build(self, target: Array) -> AbstractKernel:
+    def build(self, target: Array | None) -> AbstractKernel:
         """The kernel; a ``sigma`` of ``median`` (the default) or ``mean`` is computed from ``target``.
+
+        Several bandwidths give their mean kernel: a :class:`~mmdstyle.kernels.MultiGaussian` for
+        ``gaussian``, a sum of Laplacians weighted ``1/K`` for ``laplacian``. A ``target`` of None
+        builds a placeholder (data-driven bandwidths taken as 1) whose structure can be checked.
 
         Raises:
             SpecError: that data-driven bandwidth is 0 (the layer is constant on the style image).
@@ -81,19 +140,23 @@ class KernelAtom:
             return Linear()
         if self.name == "poly2":
             return Polynomial(2)
+        if self.name == "energy":
+            return Energy()
         if self.name == "poly":
             degree = int(options.get("degree", 2))
             return Polynomial(degree, c=options.get("c", 0.0), scale=options.get("scale", 1.0))
-        sigma = options.get("sigma", "median")
-        if sigma in DATA_BANDWIDTHS:
-            rule = sigma
-            sigma = (median_bandwidth if rule == "median" else mean_bandwidth)(target)
-            if not float(sigma) > 0:
-                raise SpecError(
-                    f"{self}: the {rule} distance between this layer's style features is 0 (the layer is "
-                    "constant on the style image); give sigma a number, or use another layer or loss."
-                )
-        return Gaussian(sigma) if self.name == "gaussian" else Laplacian(sigma)
+        sigma = options.get("sigma", Bandwidths("median", (1.0,)))
+        if isinstance(sigma, Bandwidths):
+            sigma = sigma.resolve(target, self)
+        if not isinstance(sigma, tuple):
+            return Gaussian(sigma) if self.name == "gaussian" else Laplacian(sigma)
+        if self.name == "gaussian":
+            return MultiGaussian(jnp.stack([jnp.asarray(value) for value in sigma]))
+        laplacians = [Laplacian(value) for value in sigma]
+        total = laplacians[0]
+        for laplacian in laplacians[1:]:
+            total = total + laplacian
+        return (1.0 / len(laplacians)) * total
 
 
 @dataclass(frozen=True)
@@ -146,15 +209,22 @@ def _operand(part: KernelExpression) -> str:
 
 @dataclass(frozen=True)
 class LossAtom:
-    """``gram``, ``bn`` or ``mmd:<kernel>``."""
+    """``gram``, ``bn`` or ``mmd:<kernel>[@route[(size)]]``.
+
+    ``size`` is the random route's number of features (``rff``) or directions (``sliced``).
+    """
 
     kind: str
     kernel: KernelExpression | None = None
+    route: str = "auto"
+    size: int | None = None
 
     def __str__(self) -> str:
         if self.kind != "mmd" or self.kernel is None:
             return self.kind
-        return f"mmd:{_operand(self.kernel)}"
+        route = "" if self.route == "auto" else f"@{self.route}"
+        size = "" if self.size is None else f"({self.size})"
+        return f"mmd:{_operand(self.kernel)}{route}{size}"
 
 
 @dataclass(frozen=True)
@@ -168,21 +238,44 @@ class StyleSpec:
             str(atom) if weight == 1.0 else f"{_number(weight)}*{atom}" for weight, atom in self.terms
         )
 
-    def build(self, target: Float[Array, "n d"], estimator: str = "biased") -> StyleTerm:
+    @property
+    def random(self) -> bool:
+        """Whether a term takes a random route (and so building needs a key)."""
+        return any(atom.route in RANDOM_ROUTES for _, atom in self.terms)
+
+    def build(
+        self, target: Float[Array, "n d"], estimator: str = "biased", key: jax.Array | None = None
+    ) -> StyleTerm:
         """The style term for one layer whose style features (samples) are ``target``.
 
         Data-driven bandwidths (``median``, ``mean``) are computed here, once, from ``target``.
+        Term i of a random route draws from ``jax.random.fold_in(key, i)``.
+
+        Raises:
+            SpecError: an unknown estimator, a random route without a key or with the
+                linear-time estimator, or a bandwidth of 0.
         """
         if estimator not in ESTIMATORS:
             raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+        if self.random and key is None:
+            raise SpecError(
+                f"{self}: a random route needs a key to draw from; pass key=jax.random.key(seed)."
+            )
         weights, terms = [], []
-        for weight, atom in self.terms:
+        for index, (weight, atom) in enumerate(self.terms):
             if atom.kind == "gram":
                 term = GramTerm()
             elif atom.kind == "bn":
                 term = BNTerm()
             else:
-                term = MMDTerm((atom.kernel or KernelAtom("poly2")).build(target), estimator)
+                kernel = (atom.kernel or KernelAtom("poly2")).build(target)
+                try:
+                    select_route(kernel, estimator, atom.route)
+                except ValueError as error:
+                    raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
+                random = atom.route in RANDOM_ROUTES
+                term_key = jax.random.fold_in(key, index) if random else None
+                term = MMDTerm(kernel, estimator, atom.route, atom.size, term_key)
             weights.append(weight)
             terms.append(term)
         return WeightedTerms(tuple(weights), tuple(terms))
@@ -220,10 +313,17 @@ class BNTerm:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class MMDTerm:
-    """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator (:func:`mmdstyle.mmd_style_loss`)."""
+    """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
+
+    A random route (``rff``, ``sliced``) draws ``size`` features or directions from ``key`` at
+    every call: the same draws each time, so the term is a deterministic function of x and y.
+    """
 
     kernel: AbstractKernel
     estimator: str = field(metadata={"static": True})
+    route: str = field(default="auto", metadata={"static": True})
+    size: int | None = field(default=None, metadata={"static": True})
+    key: jax.Array | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -234,7 +334,12 @@ class MMDTerm:
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
             x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
-        return mmd_style_loss(x, y, self.kernel, self.estimator)
+        sizes = {}
+        if self.route == "rff":
+            sizes["num_features"] = self.size
+        elif self.route == "sliced":
+            sizes["num_directions"] = self.size
+        return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route, key=self.key, **sizes)
 
 
 def _permutation(count: int) -> np.ndarray:
@@ -259,9 +364,9 @@ class WeightedTerms:
         return total
 
 
-def _number(value: float | str) -> str:
-    if isinstance(value, str):
-        return value
+def _number(value: float | str | Bandwidths) -> str:
+    if isinstance(value, (str, Bandwidths)):
+        return str(value)
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
@@ -295,6 +400,7 @@ class _Parser:
                 "Examples: linear | poly2 | poly(degree=3, c=1) | gaussian(sigma=median) | linear + gaussian"
                 if self.what == "kernel spec"
                 else "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
+                " | mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024) | mmd:energy@sliced(256)"
             )
         )
 
@@ -356,7 +462,7 @@ class _Parser:
                 self.fail(position, "a weight must be a positive number")
         return weight, self.loss()
 
-    # loss := 'gram' | 'bn' | 'mmd' [':' kernel_product]
+    # loss := 'gram' | 'bn' | 'mmd' [':' kernel_product] ['@' route ['(' integer ')']]
     def loss(self) -> LossAtom:
         position = self.position()
         name = self.take(kind="name").lower()
@@ -364,9 +470,35 @@ class _Parser:
             return LossAtom(name)
         if name != "mmd":
             self.fail(position, f"unknown loss {name!r} (use gram, mmd or bn)")
-        if not self.accept(":"):
-            return LossAtom("mmd", KernelAtom("poly2"))
-        return LossAtom("mmd", self.kernel_product())  # a '+' here would end the MMD term
+        kernel = self.kernel_product() if self.accept(":") else KernelAtom("poly2")  # a '+' ends the term
+        if not self.accept("@"):
+            return LossAtom("mmd", kernel)
+        route_position = self.position()
+        route = self.take(kind="name").lower()
+        if route not in ROUTE_SIZES:
+            self.fail(route_position, f"unknown route {route!r} (use {', '.join(ROUTE_SIZES)})")
+        size = ROUTE_SIZES[route]
+        if self.accept("("):
+            size_position = self.position()
+            if size is None:
+                self.fail(size_position, f"the {route} route takes no size")
+            number = self.number()
+            if not (number.is_integer() and number >= 1):
+                self.fail(size_position, f"the {route} route's size must be a whole number >= 1")
+            size = int(number)
+            self.take(")")
+        self.check_route(kernel, route, size, route_position)
+        return LossAtom("mmd", kernel, route, size)
+
+    def check_route(self, kernel: KernelExpression, route: str, size: int | None, position: int) -> None:
+        """The route exists for the kernel (checked on a placeholder built without data)."""
+        placeholder = kernel.build(None)
+        try:
+            select_route(placeholder, "biased", route)
+            if route == "rff":
+                random_features.check_enough_features(placeholder, size)
+        except ValueError as error:
+            self.fail(position, str(error).replace(repr(placeholder), str(kernel)).rstrip("."))
 
     # kernel_sum := kernel_product ('+' kernel_product)*   (only inside parentheses)
     def kernel_sum(self) -> KernelExpression:
@@ -416,17 +548,11 @@ class _Parser:
                     self.fail(key_position, f"{name} takes {allowed}, not {key!r}")
                 self.take("=")
                 value_position = self.position()
-                token = self.peek()
-                if token is not None and token[0] == "name":
-                    value = self.take().lower()
-                    if key != "sigma" or value not in DATA_BANDWIDTHS:
-                        self.fail(
-                            value_position,
-                            f"{key} must be a number" + (" or median or mean" if key == "sigma" else ""),
-                        )
+                if key == "sigma":
+                    value = self.bandwidths()
                 else:
                     value = self.number()
-                    positive = key in ("sigma", "scale", "degree")
+                    positive = key in ("scale", "degree")
                     if not math.isfinite(value) or value < 0 or (positive and value == 0):
                         self.fail(value_position, f"{key} must be {'> 0' if positive else '>= 0'}")
                     if key == "degree" and not value.is_integer():
@@ -437,6 +563,50 @@ class _Parser:
             self.take(")")
         order = KERNEL_PARAMETERS[name]
         return KernelAtom(name, tuple((key, parameters[key]) for key in order if key in parameters))
+
+    # bandwidths := number | [number '*'] rule ['*' (number | numbers)] | numbers;  rule := median | mean
+    def bandwidths(self) -> float | Bandwidths:
+        position = self.position()
+        factor, rule, values = 1.0, None, None
+        token = self.peek()
+        if token is not None and token[1] == "(":
+            values = self.numbers()
+        else:
+            if token is not None and token[0] != "name":
+                factor = self.positive_number()
+                if not self.accept("*"):
+                    return factor
+            token = self.peek()
+            if token is None or token[0] != "name" or token[1].lower() not in DATA_BANDWIDTHS:
+                self.fail(
+                    self.position(), "sigma must be a number or median or mean, or several: median*(0.5,1,2)"
+                )
+            rule = self.take().lower()
+            if self.accept("*"):
+                token = self.peek()
+                values = (
+                    self.numbers() if token is not None and token[1] == "(" else (self.positive_number(),)
+                )
+            values = tuple(factor * value for value in (values or (1.0,)))
+        if len(set(values)) != len(values):
+            self.fail(position, "the bandwidths must differ from each other")
+        return Bandwidths(rule, values)
+
+    def positive_number(self) -> float:
+        position = self.position()
+        value = self.number()
+        if not (math.isfinite(value) and value > 0):
+            self.fail(position, "sigma must be > 0")
+        return value
+
+    # numbers := '(' number (',' number)* ')'
+    def numbers(self) -> tuple[float, ...]:
+        self.take("(")
+        values = [self.positive_number()]
+        while self.accept(","):
+            values.append(self.positive_number())
+        self.take(")")
+        return tuple(values)
 
 
 def parse_style_spec(text: str) -> StyleSpec:

@@ -1,0 +1,284 @@
+"""The random-feature route: MMD^2 of translation-invariant kernels in linear time.
+
+Bochner's theorem: a continuous translation-invariant kernel ``k(a, b) = psi(a - b)`` is the
+Fourier transform of a finite positive measure, ``psi(v) = psi(0) E_omega[cos(omega^T v)]`` with
+omega drawn from the normalised spectral density. Each built-in kernel with such a density
+(:class:`~mmdstyle.kernels.AbstractSpectralKernel`) draws frequencies ``omega_r`` with weights
+``w_r`` such that ``sum_r w_r cos(omega_r^T v)`` is an unbiased estimate of ``psi(v)``:
+
+    Gaussian   exp(-|v|^2 / (2 sigma^2))    omega ~ N(0, I / sigma^2),          w_r = 1/R
+    Laplacian  exp(-|v| / sigma)            omega = g / (sigma |s|), g ~ N(0, I), s ~ N(0, 1)
+                                            (multivariate Cauchy),              w_r = 1/R
+
+With ``z(a) = [sqrt(w_r) cos(omega_r^T a), sqrt(w_r) sin(omega_r^T a)]_r`` (sin/cos pairs, so
+``num_features = 2R``), ``z(a)^T z(b) = sum_r w_r cos(omega_r^T (a - b))`` and
+``|z(a)|^2 = W = sum_r w_r = psi(0)`` exactly. With ``S_x = sum_i z(x_i)``, ``S_y = sum_j z(y_j)``:
+
+    biased     |S_x/m - S_y/n|^2
+    unbiased   (|S_x|^2 - m W) / (m(m-1)) + (|S_y|^2 - n W) / (n(n-1)) - 2 S_x^T S_y / (mn)
+             = biased + (|S_x/m|^2 - W) / (m - 1) + (|S_y/n|^2 - W) / (n - 1)
+
+Each is exactly the pairwise estimator of the same name under the approximate kernel
+``z(a)^T z(b)``, and so, over the frequencies, an unbiased estimate of the exact one. Sums and
+positive scalings of spectral kernels share the ``R`` frequencies round robin: term ``c`` of
+weight ``t_c`` draws ``R_c`` of them and scales its weights by ``t_c``. Exact inner-product terms of
+a sum (``Linear``, ``Polynomial`` of degree <= 2) are added through the feature route, which is
+what appending their exact features to ``z`` would give. Cost: ``O((m + n) d R)`` time and,
+summing ``z`` in blocks of rows, ``O(R (d + block))`` memory for the value and the gradient.
+
+References:
+  Rahimi, Recht, "Random Features for Large-Scale Kernel Machines", NeurIPS 2007.
+  https://papers.nips.cc/paper/3182-random-features-for-large-scale-kernel-machines
+  Sutherland, Schneider, "On the Error of Random Fourier Features", UAI 2015 (sin/cos pairs
+  have lower variance than cosines with random phases). https://arxiv.org/abs/1506.02785
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import DTypeLike
+from jaxtyping import Array, ArrayLike, Float
+
+from mmdstyle.kernels import (
+    HIGHEST,
+    AbstractKernel,
+    AbstractSpectralKernel,
+    ScaledKernel,
+    SumKernel,
+    pooled_mean,
+)
+
+__all__ = [
+    "check_enough_features",
+    "check_kernel_has_features",
+    "cos_sin",
+    "draw_frequencies",
+    "random_fourier_features",
+    "rff_mmd2",
+    "split_kernel",
+]
+
+#: Phases ``omega_r^T x_i`` formed at once at most (4 MiB in float32): rows are summed in blocks
+#: of ``ROW_BLOCK_ELEMENTS / R``, each recomputed in the backward pass.
+ROW_BLOCK_ELEMENTS = 2**20
+
+SpectralTerms = tuple[tuple[ArrayLike, AbstractSpectralKernel], ...]
+
+# Taylor coefficients of cos and sin(r)/r in r^2, to degree 16 and 17: on [-pi, pi] they leave a
+# truncation error of pi^18/18! = 1.3e-7 and pi^19/19! = 2.3e-8, below float32's rounding of
+# the phase itself (which is |phase| * 6e-8).
+_COS_TAYLOR = tuple((-1) ** n / math.factorial(2 * n) for n in range(9))
+_SIN_TAYLOR = tuple((-1) ** n / math.factorial(2 * n + 1) for n in range(9))
+# 2 pi split Cody-Waite style: k * _TWO_PI_HIGH is exact in float32 for |k| < 2^16 (6.28125 has
+# 8 significant bits), and the tail carries the rest of 2 pi to float32 precision.
+_TWO_PI_HIGH = 6.28125
+_TWO_PI_LOW = 2.0 * math.pi - 6.28125
+
+
+@jax.custom_jvp
+def cos_sin(phases: Float[Array, "*shape"]) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
+    """``(cos(phases), sin(phases))``; in float32 from one shared range reduction and two polynomials.
+
+    The random-feature route spends most of its time here. XLA's CPU cosine and sine each reduce
+    the argument on their own and cost about 8 ns a value on this project's 2-core machine; one
+    reduction to ``r = phase - 2 pi k`` in ``[-pi, pi]`` and two Horner polynomials in ``r^2``,
+    which vectorise, take 2.4x less (``benchmarks/bench_routes.py``). The absolute error stays
+    below 1e-6 (XLA's: about 1e-7); float64 uses ``jnp.cos`` and ``jnp.sin``, so the identities
+    of the tests hold to float64 rounding. The derivative reuses the values: ``(-sin, cos)``.
+    """
+    if phases.dtype != jnp.float32:
+        return jnp.cos(phases), jnp.sin(phases)
+    turns = jnp.round(phases * np.float32(1.0 / (2.0 * math.pi)))
+    r = (phases - turns * np.float32(_TWO_PI_HIGH)) - turns * np.float32(_TWO_PI_LOW)
+    r2 = r * r
+    cosine, sine = np.float32(_COS_TAYLOR[-1]), np.float32(_SIN_TAYLOR[-1])
+    for c, s in zip(_COS_TAYLOR[-2::-1], _SIN_TAYLOR[-2::-1], strict=True):
+        cosine, sine = cosine * r2 + np.float32(c), sine * r2 + np.float32(s)
+    return cosine, sine * r
+
+
+@cos_sin.defjvp
+def _cos_sin_jvp(
+    primals: tuple[Array], tangents: tuple[Array]
+) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    (phases,), (tangent,) = primals, tangents
+    cosine, sine = cos_sin(phases)
+    return (cosine, sine), (-sine * tangent, cosine * tangent)
+
+
+def _sum_terms(kernel: AbstractKernel, factor: ArrayLike = 1.0) -> list[tuple[ArrayLike, AbstractKernel]]:
+    """``kernel`` as ``sum_c t_c k_c``: sums flattened, positive scalings pushed down to the terms."""
+    if isinstance(kernel, SumKernel):
+        return _sum_terms(kernel.first, factor) + _sum_terms(kernel.second, factor)
+    if isinstance(kernel, ScaledKernel):
+        return _sum_terms(kernel.kernel, kernel.factor if _is_one(factor) else factor * kernel.factor)
+    return [(factor, kernel)]
+
+
+def _is_one(factor: ArrayLike) -> bool:
+    return isinstance(factor, float) and factor == 1.0
+
+
+def _has_exact_features(kernel: AbstractKernel) -> bool:
+    coefficients = kernel.inner_product_coefficients()
+    return coefficients is not None and len(coefficients) <= 3
+
+
+def split_kernel(kernel: AbstractKernel) -> tuple[SpectralTerms, AbstractKernel | None]:
+    """``kernel`` as spectral terms ``((t_c, k_c), ...)`` plus an exact inner-product kernel (or None).
+
+    Raises:
+      ValueError: a term that is neither (see :func:`check_kernel_has_features`).
+    """
+    spectral, exact = [], None
+    for factor, term in _sum_terms(kernel):
+        if isinstance(term, AbstractSpectralKernel):
+            spectral.append((factor, term))
+        elif _has_exact_features(term):
+            scaled = term if _is_one(factor) else ScaledKernel(factor, term)
+            exact = scaled if exact is None else exact + scaled
+        else:
+            raise ValueError(_no_route_message(kernel, f"its term {term!r} has no spectral density"))
+    if not spectral:
+        raise ValueError(
+            _no_route_message(kernel, "it has no translation-invariant term to draw features for")
+        )
+    return tuple(spectral), exact
+
+
+def _no_route_message(kernel: AbstractKernel, reason: str) -> str:
+    return (
+        f"route='rff' cannot take {kernel!r}: {reason}. Random Fourier features exist for "
+        "Gaussian, Laplacian and MultiGaussian kernels, their positive scalings and sums, plus "
+        "Linear and Polynomial(degree <= 2) terms added to them (computed exactly). Use "
+        "route='pairwise' (exact, any kernel), route='feature' for inner-product kernels, or "
+        "route='sliced' for Energy()."
+    )
+
+
+def check_kernel_has_features(kernel: AbstractKernel) -> None:
+    """A ValueError naming the kernels that have random features, unless ``kernel`` is one of them."""
+    split_kernel(kernel)
+
+
+def _frequency_counts(spectral: SpectralTerms, num_features: int) -> list[int]:
+    """Frequencies per spectral term: ``num_features / 2`` shared round robin."""
+    frequencies, terms = num_features // 2, len(spectral)
+    return [frequencies // terms + (index < frequencies % terms) for index in range(terms)]
+
+
+def check_enough_features(kernel: AbstractKernel, num_features: int) -> None:
+    """``num_features`` is even and gives every spectral term (and mixture component) a frequency."""
+    if num_features % 2:
+        raise ValueError(
+            f"num_features must be even: the random Fourier features come in sin/cos pairs, one pair "
+            f"per frequency; got {num_features}. Use {num_features + 1} or {num_features - 1}."
+        )
+    spectral, _ = split_kernel(kernel)
+    needed = len(spectral) * max(term.min_frequencies for _, term in spectral)
+    counts = _frequency_counts(spectral, num_features)
+    if any(count < term.min_frequencies for count, (_, term) in zip(counts, spectral, strict=True)):
+        raise ValueError(
+            f"num_features={num_features} gives {num_features // 2} frequencies, too few for "
+            f"{kernel!r}: each of its {len(spectral)} spectral terms (and each bandwidth of a "
+            f"MultiGaussian) needs at least one. Use num_features >= {2 * needed}."
+        )
+
+
+def draw_frequencies(
+    kernel: AbstractKernel | SpectralTerms,
+    key: jax.Array,
+    num_features: int,
+    dimension: int,
+    dtype: DTypeLike,
+) -> tuple[Float[Array, "R d"], Float[Array, " R"]]:
+    """The ``R = num_features / 2`` frequencies ``omega_r`` and weights ``w_r`` of the route.
+
+    ``sum_r w_r cos(omega_r^T (a - b))`` is then an unbiased estimate of ``k(a, b)`` for the
+    spectral part of ``kernel``. Term ``c`` draws from ``jax.random.fold_in(key, c)``.
+    """
+    spectral = kernel if isinstance(kernel, tuple) else split_kernel(kernel)[0]
+    omegas, weights = [], []
+    for index, ((factor, term), count) in enumerate(
+        zip(spectral, _frequency_counts(spectral, num_features), strict=True)
+    ):
+        omega, weight = term.sample_frequencies(jax.random.fold_in(key, index), count, dimension, dtype)
+        omegas.append(omega)
+        weights.append(weight if _is_one(factor) else factor * weight)
+    return jnp.concatenate(omegas), jnp.concatenate(weights)
+
+
+def random_fourier_features(
+    x: Float[Array, "m d"], frequencies: Float[Array, "R d"], weights: Float[Array, " R"]
+) -> Float[Array, "m 2*R"]:
+    """``z(x_i) = [sqrt(w_r) cos(omega_r^T x_i)]_r ++ [sqrt(w_r) sin(omega_r^T x_i)]_r`` for each row.
+
+    The route never forms this (m, 2R) matrix; it is the definition the route's sums agree with.
+    """
+    cosine, sine = cos_sin(jnp.matmul(x, frequencies.T, precision=HIGHEST))
+    root = jnp.sqrt(weights)[None, :]
+    return jnp.concatenate([root * cosine, root * sine], axis=-1)
+
+
+def _feature_means(samples: Float[Array, "m d"], frequencies: Float[Array, "R d"]) -> Float[Array, "2 R"]:
+    """``[mean_i cos(omega_r^T x_i), mean_i sin(omega_r^T x_i)]``, in blocks of rows."""
+    m, count = samples.shape[0], frequencies.shape[0]
+
+    def block_sums(block: Array, valid: Array | None) -> Array:
+        trigonometric = jnp.stack(
+            cos_sin(jnp.matmul(block, frequencies.T, precision=HIGHEST))
+        )  # (2, rows, R)
+        if valid is None:
+            return jnp.sum(trigonometric, axis=1)
+        return jnp.einsum("r,trf->tf", valid, trigonometric, precision=HIGHEST)
+
+    rows = max(1, ROW_BLOCK_ELEMENTS // count)
+    if m <= rows:
+        return block_sums(samples, None) / m
+    blocks = -(-m // rows)
+    padded = jnp.concatenate([samples, jnp.zeros((blocks * rows - m, samples.shape[1]), samples.dtype)])
+    valid = jnp.asarray(np.arange(blocks * rows) < m, samples.dtype)
+
+    @jax.checkpoint
+    def add_block(total: Array, index: Array) -> tuple[Array, None]:
+        block = lax.dynamic_slice_in_dim(padded, index * rows, rows)
+        return total + block_sums(block, lax.dynamic_slice_in_dim(valid, index * rows, rows)), None
+
+    total, _ = lax.scan(add_block, jnp.zeros((2, count), samples.dtype), jnp.arange(blocks))
+    return total / m
+
+
+def rff_mmd2(
+    x: Float[Array, "m d"],
+    y: Float[Array, "n d"],
+    spectral: SpectralTerms,
+    key: jax.Array,
+    *,
+    num_features: int,
+    unbiased: bool,
+) -> Float[Array, ""]:
+    """MMD^2 of the spectral terms under random Fourier features (see the module docstring).
+
+    Both samples are first shifted by their pooled mean: the approximate kernel is exactly
+    translation invariant, so the value is unchanged, while the phases ``omega^T x`` stay small
+    enough for float32 cosines to be accurate.
+    """
+    frequencies, weights = draw_frequencies(spectral, key, num_features, x.shape[1], x.dtype)
+    centre = pooled_mean(x, y)
+    mean_x = _feature_means(x - centre, frequencies)
+    mean_y = _feature_means(y - centre, frequencies)
+    weights = weights[None, :]  # the same weight for the cosine and the sine of a frequency
+    value = jnp.sum(weights * (mean_x - mean_y) ** 2)
+    if not unbiased:
+        return value
+    # |S_x|^2 - m W over m(m-1), written as a correction to the biased term (no large cancellation)
+    total_weight = jnp.sum(weights)  # W = |z(a)|^2 = sum_r w_r (cos^2 + sin^2)
+    m, n = float(x.shape[0]), float(y.shape[0])
+    within_x = (jnp.sum(weights * mean_x**2) - total_weight) / (m - 1.0)
+    within_y = (jnp.sum(weights * mean_y**2) - total_weight) / (n - 1.0)
+    return value + within_x + within_y
