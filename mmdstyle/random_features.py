@@ -35,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -54,12 +55,15 @@ from mmdstyle.kernels import (
 )
 
 __all__ = [
+    "FeatureTarget",
     "check_enough_features",
     "check_kernel_has_features",
     "cos_sin",
     "draw_frequencies",
+    "feature_target",
     "random_fourier_features",
     "rff_mmd2",
+    "rff_mmd2_to_target",
     "split_kernel",
 ]
 
@@ -272,13 +276,76 @@ def rff_mmd2(
     centre = pooled_mean(x, y)
     mean_x = _feature_means(x - centre, frequencies)
     mean_y = _feature_means(y - centre, frequencies)
+    return _mmd2_from_means(mean_x, mean_y, weights, x.shape[0], y.shape[0], unbiased=unbiased)
+
+
+def _mmd2_from_means(
+    mean_x: Float[Array, "2 R"],
+    mean_y: Float[Array, "2 R"],
+    weights: Float[Array, " R"],
+    m: int,
+    n: int,
+    *,
+    unbiased: bool,
+) -> Float[Array, ""]:
+    """The biased or unbiased estimate from the mean features ``S_x/m``, ``S_y/n`` and the weights."""
     weights = weights[None, :]  # the same weight for the cosine and the sine of a frequency
     value = jnp.sum(weights * (mean_x - mean_y) ** 2)
     if not unbiased:
         return value
     # |S_x|^2 - m W over m(m-1), written as a correction to the biased term (no large cancellation)
     total_weight = jnp.sum(weights)  # W = |z(a)|^2 = sum_r w_r (cos^2 + sin^2)
-    m, n = float(x.shape[0]), float(y.shape[0])
-    within_x = (jnp.sum(weights * mean_x**2) - total_weight) / (m - 1.0)
-    within_y = (jnp.sum(weights * mean_y**2) - total_weight) / (n - 1.0)
+    within_x = (jnp.sum(weights * mean_x**2) - total_weight) / (float(m) - 1.0)
+    within_y = (jnp.sum(weights * mean_y**2) - total_weight) / (float(n) - 1.0)
     return value + within_x + within_y
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FeatureTarget:
+    """One sample set's side of the route, computed once: for a loss against a fixed target.
+
+    A style loss compares a changing image with the same style features at every step; with the
+    draws fixed, the style's mean features are a constant. Centred on the target's own mean
+    (the estimate does not depend on the centre; see :func:`rff_mmd2`).
+
+    Attributes:
+      frequencies, weights: the draws (:func:`draw_frequencies`).
+      centre: the target's mean, (1, d).
+      means: the target's mean features ``S_y/n``, (2, R).
+      count: n.
+    """
+
+    frequencies: Float[Array, "R d"]
+    weights: Float[Array, " R"]
+    centre: Float[Array, "1 d"]
+    means: Float[Array, "2 R"]
+    count: int = dataclasses.field(metadata={"static": True})
+
+
+def feature_target(
+    y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_features: int
+) -> FeatureTarget:
+    """The draws for ``kernel``'s spectral terms and ``y``'s mean features under them.
+
+    Args:
+      y: the target samples (n, d).
+      kernel: a kernel with random features (:func:`check_kernel_has_features`); its exact
+        inner-product terms, if any, are not included (add them with the feature route).
+      key: ``jax.random`` key of the draws.
+      num_features: 2R, even.
+    """
+    check_enough_features(kernel, num_features)
+    frequencies, weights = draw_frequencies(kernel, key, num_features, y.shape[1], y.dtype)
+    centre = jnp.mean(y, axis=0, keepdims=True)
+    return FeatureTarget(frequencies, weights, centre, _feature_means(y - centre, frequencies), y.shape[0])
+
+
+def rff_mmd2_to_target(x: Float[Array, "m d"], target: FeatureTarget, *, unbiased: bool) -> Float[Array, ""]:
+    """:func:`rff_mmd2` of x against the target whose side :func:`feature_target` computed.
+
+    The same value as ``rff_mmd2(x, y, ...)`` with the same draws, up to rounding; only x's
+    features are formed, so a loss step costs half as many phases.
+    """
+    mean_x = _feature_means(x - target.centre, target.frequencies)
+    return _mmd2_from_means(mean_x, target.means, target.weights, x.shape[0], target.count, unbiased=unbiased)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -46,12 +47,60 @@ def samples(rng):
             "2*mmd:(poly2 * laplacian(sigma=1))",
             lambda x, y: 2 * ms.mmd_style_loss(x, y, ms.Polynomial(2) * ms.Laplacian(1.0)),
         ),
+        (
+            "mmd:gaussian(sigma=0.5*median)",
+            lambda x, y: ms.mmd_style_loss(x, y, ms.Gaussian(0.5 * ms.median_bandwidth(y))),
+        ),
+        (
+            "mmd:gaussian(sigma=median*(0.5,2))",
+            lambda x, y: ms.mmd_style_loss(x, y, ms.MultiGaussian.around(ms.median_bandwidth(y), (0.5, 2.0))),
+        ),
+        (
+            "mmd:laplacian(sigma=(1,3))",
+            lambda x, y: ms.mmd_style_loss(x, y, 0.5 * (ms.Laplacian(1.0) + ms.Laplacian(3.0))),
+        ),
+        ("mmd:energy@pairwise", lambda x, y: ms.mmd_style_loss(x, y, ms.Energy(), route="pairwise")),
+        ("mmd:linear@feature", lambda x, y: ms.mmd_style_loss(x, y, ms.Linear(), route="feature")),
     ],
 )
 def test_each_spec_builds_the_loss_it_names(samples, spec, expected):
     x, y = samples
     term = parse_style_spec(spec).build(y)
     np.testing.assert_allclose(term(x, y), expected(x, y), rtol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+@pytest.mark.parametrize(
+    ("spec", "kernel", "route", "size"),
+    [
+        ("mmd:(gaussian(sigma=2) + 0.5*linear)@rff(64)", ms.Gaussian(2.0) + 0.5 * ms.Linear(), "rff", 64),
+        ("mmd:energy@sliced(16)", ms.Energy(), "sliced", 16),
+    ],
+)
+def test_a_random_route_term_draws_once_from_its_key(samples, estimator, spec, kernel, route, size):
+    x, y = samples
+    key = jax.random.key(4)
+    term = parse_style_spec(spec).build(y, estimator, key)
+    sizes = {"num_features": size} if route == "rff" else {"num_directions": size}
+
+    def direct(x):
+        # term i of a spec draws from fold_in(key, i)
+        return ms.mmd_style_loss(
+            x, y, kernel, estimator, route=route, key=jax.random.fold_in(key, 0), **sizes
+        )
+
+    # the rff term keeps the style's side from the build (centred on the style's mean instead of
+    # the pooled mean: the same value up to float64 rounding)
+    np.testing.assert_allclose(term(x, y), direct(x), rtol=1e-10)
+    np.testing.assert_allclose(jax.grad(lambda x: term(x, y))(x), jax.grad(direct)(x), rtol=1e-8, atol=1e-14)
+
+
+def test_a_random_route_needs_a_key_and_an_all_pairs_estimator(samples):
+    _, y = samples
+    with pytest.raises(SpecError, match="needs a key"):
+        parse_style_spec("mmd:gaussian@rff").build(y)
+    with pytest.raises(SpecError, match="has no random route"):
+        parse_style_spec("mmd:gaussian@rff").build(y, "linear", jax.random.key(0))
 
 
 def test_the_estimator_reaches_every_mmd_term(samples):
@@ -75,6 +124,10 @@ kernel_atoms = st.sampled_from(
         "gaussian(sigma=median)",
         "gaussian(sigma=1.5)",
         "laplacian(sigma=mean)",
+        "gaussian(sigma=0.25*mean)",
+        "gaussian(sigma=median*(0.5,1,2))",
+        "laplacian(sigma=(1,2.5))",
+        "energy",
     ]
 )
 kernels = st.recursive(
@@ -85,7 +138,16 @@ kernels = st.recursive(
     ),
     max_leaves=4,
 )
-losses = st.one_of(st.just("gram"), st.just("bn"), st.just("mmd"), kernels.map(lambda k: f"mmd:{k}"))
+routes = st.sampled_from(["", "@pairwise"])
+losses = st.one_of(
+    st.just("gram"),
+    st.just("bn"),
+    st.just("mmd"),
+    st.tuples(kernels, routes).map(lambda t: f"mmd:{t[0]}{t[1]}"),
+    st.just("mmd:gaussian(sigma=median)@rff(128)"),
+    st.just("mmd:(linear + laplacian)@rff"),
+    st.just("mmd:2*energy@sliced(32)"),
+)
 specs = st.lists(st.tuples(st.sampled_from(["", "0.25*", "3*"]), losses), min_size=1, max_size=3).map(
     lambda terms: " + ".join(weight + loss for weight, loss in terms)
 )
@@ -116,6 +178,15 @@ def test_printing_and_parsing_round_trip(text):
         ("gram bn", r"unexpected 'bn' \(join terms with '\+'\)"),
         ("mmd:(linear", r"expected '\)', found the end"),
         ("gram; rm -rf /", "unexpected character"),
+        ("mmd:gaussian(sigma=median*(1,1))", "must differ"),
+        ("mmd:gaussian(sigma=-1*median)", "sigma must be > 0"),
+        ("mmd:gaussian@warp", "unknown route 'warp'"),
+        ("mmd:gaussian@rff(7)", "must be even"),
+        ("mmd:gaussian@rff(2.5)", "whole number"),
+        ("mmd:gaussian@pairwise(3)", "takes no size"),
+        ("mmd:poly2@rff", "route='rff' cannot take poly2"),
+        ("mmd:gaussian@sliced", "route='sliced' cannot take gaussian"),
+        ("mmd:energy@feature", "route='feature' needs a kernel"),
     ],
 )
 def test_garbage_is_refused_with_a_pointer(text, message):

@@ -46,7 +46,7 @@ from mmdstyle._checks import ESTIMATORS
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
 from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd_style_loss
-from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, select_route
+from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, mmd2, select_route
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
@@ -172,7 +172,7 @@ class KernelCombination:
         nested = lambda part: isinstance(part, KernelCombination) and part.operator == "+"  # noqa: E731
         return " + ".join(f"({part})" if nested(part) else str(part) for part in self.parts)
 
-    def build(self, target: Array) -> AbstractKernel:
+    def build(self, target: Array | None) -> AbstractKernel:
         """The parts' kernels, each built from ``target``, added or multiplied left to right."""
         kernels = [part.build(target) for part in self.parts]
         result = kernels[0]
@@ -191,7 +191,7 @@ class KernelScaling:
     def __str__(self) -> str:
         return f"{_number(self.factor)}*{_operand(self.kernel)}"
 
-    def build(self, target: Array) -> AbstractKernel:
+    def build(self, target: Array | None) -> AbstractKernel:
         """``factor`` times the kernel built from ``target``."""
         return self.factor * self.kernel.build(target)
 
@@ -273,9 +273,11 @@ class StyleSpec:
                     select_route(kernel, estimator, atom.route)
                 except ValueError as error:
                     raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
-                random = atom.route in RANDOM_ROUTES
-                term_key = jax.random.fold_in(key, index) if random else None
-                term = MMDTerm(kernel, estimator, atom.route, atom.size, term_key)
+                term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
+                features = None
+                if atom.route == "rff":  # the style's side of the estimate, once
+                    features = random_features.feature_target(target, kernel, term_key, atom.size)
+                term = MMDTerm(kernel, estimator, atom.route, atom.size, term_key, features)
             weights.append(weight)
             terms.append(term)
         return WeightedTerms(tuple(weights), tuple(terms))
@@ -315,8 +317,11 @@ class BNTerm:
 class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
 
-    A random route (``rff``, ``sliced``) draws ``size`` features or directions from ``key`` at
-    every call: the same draws each time, so the term is a deterministic function of x and y.
+    A random route (``rff``, ``sliced``) draws ``size`` features or directions from ``key``: the
+    same draws at every call, so the term is a deterministic function of x and y. On the ``rff``
+    route the target's side (the draws and its mean features) is computed once when the term is
+    built, in ``features``: the term then reads only the shape of the ``y`` it is given, which
+    must be that target.
     """
 
     kernel: AbstractKernel
@@ -324,6 +329,7 @@ class MMDTerm:
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
     key: jax.Array | None = None
+    features: random_features.FeatureTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -334,11 +340,14 @@ class MMDTerm:
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
             x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
-        sizes = {}
-        if self.route == "rff":
-            sizes["num_features"] = self.size
-        elif self.route == "sliced":
-            sizes["num_directions"] = self.size
+        if self.features is not None:
+            unbiased = self.estimator == "unbiased"
+            value = random_features.rff_mmd2_to_target(x, self.features, unbiased=unbiased)
+            _, exact = random_features.split_kernel(self.kernel)
+            if exact is not None:
+                value = value + mmd2(x, y, exact, self.estimator, route="feature")
+            return value / (4.0 * float(x.shape[1]) ** 2)
+        sizes = {"num_directions": self.size} if self.route == "sliced" else {}
         return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route, key=self.key, **sizes)
 
 
