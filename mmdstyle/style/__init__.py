@@ -14,17 +14,26 @@ from mmdstyle.style.engine import TransferResult, synthesize, transfer
 from mmdstyle.style.images import load_image, save_image
 from mmdstyle.style.objective import Objective, TransferConfig
 from mmdstyle.style.samples import SAMPLES, load_sample
-from mmdstyle.style.specs import SpecError, StyleSpec, parse_kernel_spec, parse_style_spec
+from mmdstyle.style.specs import (
+    RoutedKernel,
+    SpecError,
+    StyleSpec,
+    mmd2_options,
+    parse_kernel_spec,
+    parse_style_spec,
+)
 
 __all__ = [
     "SAMPLES",
     "Objective",
+    "RoutedKernel",
     "SpecError",
     "StyleSpec",
     "TransferConfig",
     "TransferResult",
     "load_image",
     "load_sample",
+    "mmd2_options",
     "parse_kernel_spec",
     "parse_style_spec",
     "save_image",

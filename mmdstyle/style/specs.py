@@ -199,6 +199,45 @@ class KernelScaling:
 KernelExpression = KernelAtom | KernelCombination | KernelScaling
 
 
+@dataclass(frozen=True)
+class RoutedKernel:
+    """A kernel spec with the route its MMD takes, e.g. ``gaussian(sigma=median)@rff(1024)``.
+
+    ``build`` gives the kernel as for the bare spec; :meth:`mmd2_options` the matching keyword
+    arguments of :func:`mmdstyle.mmd2`.
+    """
+
+    kernel: KernelExpression
+    route: str
+    size: int | None = None
+
+    def __str__(self) -> str:
+        return f"{_operand(self.kernel)}@{self.route}" + ("" if self.size is None else f"({self.size})")
+
+    def build(self, target: Array | None) -> AbstractKernel:
+        """The kernel, as :meth:`KernelAtom.build` gives it."""
+        return self.kernel.build(target)
+
+    def mmd2_options(self, key: jax.Array | None) -> dict:
+        """``route``, the size and, for a random route, ``key`` for :func:`mmdstyle.mmd2`."""
+        options: dict = {"route": self.route}
+        if self.route == "rff":
+            options["num_features"] = self.size
+        elif self.route == "sliced":
+            options["num_directions"] = self.size
+        if self.route in RANDOM_ROUTES:
+            options["key"] = key
+        return options
+
+
+def mmd2_options(kernel: KernelExpression | RoutedKernel, key: jax.Array | None = None) -> dict:
+    """The keyword arguments of :func:`mmdstyle.mmd2` that a parsed kernel spec asks for.
+
+    ``{}`` (the default route) for a spec without ``@``; ``key`` is passed to random routes only.
+    """
+    return kernel.mmd2_options(key) if isinstance(kernel, RoutedKernel) else {}
+
+
 def _operand(part: KernelExpression) -> str:
     """A kernel as an operand of ``*`` or ``mmd:``: composites in parentheses."""
     return str(part) if isinstance(part, KernelAtom) else f"({part})"
@@ -407,6 +446,7 @@ class _Parser:
             f"  {self.text}\n  {' ' * position}^\n"
             + (
                 "Examples: linear | poly2 | poly(degree=3, c=1) | gaussian(sigma=median) | linear + gaussian"
+                " | gaussian(sigma=median*(0.5,1,2))@rff(1024) | energy@sliced(256)"
                 if self.what == "kernel spec"
                 else "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
                 " | mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024) | mmd:energy@sliced(256)"
@@ -453,9 +493,11 @@ class _Parser:
             self.fail(self.position(), f"unexpected {self.peek()[1]!r} (join terms with '+')")
         return StyleSpec(tuple(terms))
 
-    # kernel_spec := kernel_sum, the whole text
-    def kernel_spec(self) -> KernelExpression:
+    # kernel_spec := kernel_sum ['@' route], the whole text
+    def kernel_spec(self) -> KernelExpression | RoutedKernel:
         kernel = self.kernel_sum()
+        if self.accept("@"):
+            kernel = RoutedKernel(kernel, *self.route(kernel))
         if self.peek() is not None:
             self.fail(self.position(), f"unexpected {self.peek()[1]!r}")
         return kernel
@@ -482,6 +524,11 @@ class _Parser:
         kernel = self.kernel_product() if self.accept(":") else KernelAtom("poly2")  # a '+' ends the term
         if not self.accept("@"):
             return LossAtom("mmd", kernel)
+        route, size = self.route(kernel)
+        return LossAtom("mmd", kernel, route, size)
+
+    # route := name ['(' integer ')'], after '@'
+    def route(self, kernel: KernelExpression) -> tuple[str, int | None]:
         route_position = self.position()
         route = self.take(kind="name").lower()
         if route not in ROUTE_SIZES:
@@ -497,7 +544,7 @@ class _Parser:
             size = int(number)
             self.take(")")
         self.check_route(kernel, route, size, route_position)
-        return LossAtom("mmd", kernel, route, size)
+        return route, size
 
     def check_route(self, kernel: KernelExpression, route: str, size: int | None, position: int) -> None:
         """The route exists for the kernel (checked on a placeholder built without data)."""
@@ -625,10 +672,12 @@ def parse_style_spec(text: str) -> StyleSpec:
     return _Parser(text).spec()
 
 
-def parse_kernel_spec(text: str) -> KernelExpression:
+def parse_kernel_spec(text: str) -> KernelExpression | RoutedKernel:
     """Parse a kernel alone, as after ``mmd:`` (sums need no parentheses here): ``gaussian(sigma=median)``.
 
-    ``.build(samples)`` gives the kernel, a data-driven bandwidth computed from ``samples``.
+    ``.build(samples)`` gives the kernel, a data-driven bandwidth computed from ``samples``. A
+    route may follow, ``gaussian(sigma=median)@rff(1024)``: then a :class:`RoutedKernel`, and
+    :func:`mmd2_options` gives the route's arguments of :func:`mmdstyle.mmd2`.
     """
     if not isinstance(text, str) or not text.strip():
         raise SpecError("the kernel spec is empty: use e.g. linear, poly2, gaussian(sigma=median).")
