@@ -56,14 +56,16 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import DTypeLike
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from mmdstyle._checks import check_integer
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Energy, ScaledKernel, orthogonal_normal, pooled_mean
 
 __all__ = [
+    "argsort",
     "check_sliced_kernel",
     "energy_constant",
     "energy_distance_1d",
@@ -113,6 +115,39 @@ def random_directions(key: jax.Array, count: int, dimension: int, dtype: DTypeLi
     return jnp.where(norms > 0, gaussian / jnp.where(norms > 0, norms, 1.0), first_axis)
 
 
+def argsort(values: Float[Array, "*batch N"]) -> Int[Array, "*batch N"]:
+    """The permutation that sorts ``values`` along the last axis (ties in index order).
+
+    Differentiating a sort needs only this permutation (a gather carries the gradient back).
+    XLA's CPU sort is slow for what the sliced route asks of it: ordering 256 rows of 18,432
+    float32 values takes it 3 s with the index as a second operand, while NumPy, given the
+    float's order-preserving integer key and the index packed into one int64, sorts them in 0.1 s
+    (``benchmarks/bench_routes.py`` measures the route). On the CPU the order therefore comes from
+    NumPy through ``jax.pure_callback``; other backends sort with ``jnp.argsort``.
+    """
+    shape = jax.ShapeDtypeStruct(values.shape, jnp.int32)
+    values = lax.stop_gradient(values)  # an order has no gradient; the gather that uses it has
+
+    def on_the_host(values: Array) -> Array:
+        return jax.pure_callback(_host_argsort, shape, values, vmap_method="expand_dims")
+
+    return lax.platform_dependent(
+        values, cpu=on_the_host, default=lambda v: jnp.argsort(v, axis=-1).astype(jnp.int32)
+    )
+
+
+def _host_argsort(values: ArrayLike) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype != np.float32 or values.shape[-1] >= 2**31:
+        return np.argsort(values, axis=-1, kind="stable").astype(np.int32)
+    # flip the magnitude bits of negative floats: the int32 keys then order as the floats do
+    bits = np.ascontiguousarray(values).view(np.int32)
+    keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
+    packed = (keys << 32) | np.arange(values.shape[-1], dtype=np.int64)
+    packed.sort(axis=-1)
+    return (packed & 0xFFFFFFFF).astype(np.int32)
+
+
 def energy_distance_1d(
     x_proj: Float[Array, " m"], y_proj: Float[Array, " n"], *, unbiased: bool
 ) -> Float[Array, ""]:
@@ -128,7 +163,7 @@ def energy_distance_1d(
                    = 2 E|X - Y| - E_(i!=j)|x_i - x_j| - E_(i!=j)|y_i - y_j|
 
     Ties need no care: the gap between tied values is 0, whatever their order. Differentiable in
-    the values (the sort permutes the gradient back); O(N log N) for N = m + n.
+    the values (the sort permutes the gradient back); O(N log N) for N = m + n (see :func:`argsort`).
 
     Args:
       x_proj: samples (m,).
@@ -141,8 +176,8 @@ def energy_distance_1d(
     m, n = x_proj.shape[0], y_proj.shape[0]
     dtype = x_proj.dtype
     values = jnp.concatenate([x_proj, y_proj])
-    from_x = jnp.concatenate([jnp.ones(m, jnp.int32), jnp.zeros(n, jnp.int32)])
-    sorted_values, sorted_from_x = lax.sort((values, from_x), num_keys=1)
+    order = argsort(values)
+    sorted_values, sorted_from_x = values[order], (order < m).astype(jnp.int32)
     gaps = sorted_values[1:] - sorted_values[:-1]
     # Integer counts, exact: x and y values at or below t_k, for k = 0..N-2 (the gap after t_k).
     count_x = jnp.cumsum(sorted_from_x)[:-1].astype(dtype)
@@ -214,8 +249,9 @@ def sliced_mmd2(
     # accurate in float32 for samples far from the origin, as the pairwise route's centring does.
     centre = pooled_mean(x, y)
     directions = random_directions(key, num_directions, d, x.dtype)
-    x_proj = jnp.matmul(x - centre, directions.T, precision=HIGHEST)
-    y_proj = jnp.matmul(y - centre, directions.T, precision=HIGHEST)
+    # one row per direction: each 1-D problem contiguous in memory
+    x_proj = jnp.matmul(directions, (x - centre).T, precision=HIGHEST)
+    y_proj = jnp.matmul(directions, (y - centre).T, precision=HIGHEST)
     distance = functools.partial(energy_distance_1d, unbiased=unbiased)
-    per_direction = jax.vmap(distance, in_axes=(1, 1))(x_proj, y_proj)
+    per_direction = jax.vmap(distance)(x_proj, y_proj)
     return factor * energy_constant(d) * jnp.mean(per_direction)

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,7 +28,7 @@ from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.mmd import mmd2
 from mmdstyle.style.engine import initial_image, stage_images, transfer, with_default_init
 from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
-from mmdstyle.style.specs import parse_kernel_spec
+from mmdstyle.style.specs import mmd2_options, parse_kernel_spec
 
 __all__ = [
     "DEFAULT_KERNELS",
@@ -161,7 +162,9 @@ def discrepancy_measure(
     Each kernel spec is built here, once per layer, from the style's features (``sigma=median`` is
     the median heuristic over them), so every image is measured with the same kernel. Images and
     style are used at the sizes given; beyond ``max_samples`` rows, a layer's samples are a random
-    subset (seeded; the feature-route kernels, linear and poly2, would not need it).
+    subset (seeded; the feature-route kernels, linear and poly2, would not need it). A kernel spec
+    may name its route, ``gaussian(sigma=median)@rff(1024)``: a random route draws once per kernel
+    from ``seed``, so every image is measured with the same frequencies or directions.
     """
     expressions = [parse_kernel_spec(kernel) for kernel in kernels]
     layers = resolve_layers(extractor, layers)
@@ -173,6 +176,8 @@ def discrepancy_measure(
         for layer, samples in extract_samples(extractor, style, layers).items()
     }
     built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
+    draws = jax.random.key(seed)
+    routes = [mmd2_options(e, jax.random.fold_in(draws, k)) for k, e in enumerate(expressions)]
 
     def measure(image: np.ndarray) -> np.ndarray:
         samples = extract_samples(extractor, image, layers)
@@ -181,7 +186,7 @@ def discrepancy_measure(
             x = jnp.asarray(subsample(samples[layer], max_samples, rng))
             check_estimator(estimator, x.shape[0], style_samples[layer].shape[0])
             for k, kernel in enumerate(built[layer]):
-                values[k, j] = float(mmd2(x, style_samples[layer], kernel, estimator))
+                values[k, j] = float(mmd2(x, style_samples[layer], kernel, estimator, **routes[k]))
         return values
 
     return measure
