@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,7 @@ __all__ = [
     "cos_sin",
     "draw_frequencies",
     "feature_target",
+    "mmd2_from_means",
     "random_fourier_features",
     "rff_mmd2",
     "rff_mmd2_to_target",
@@ -276,10 +278,10 @@ def rff_mmd2(
     centre = pooled_mean(x, y)
     mean_x = _feature_means(x - centre, frequencies)
     mean_y = _feature_means(y - centre, frequencies)
-    return _mmd2_from_means(mean_x, mean_y, weights, x.shape[0], y.shape[0], unbiased=unbiased)
+    return mmd2_from_means(mean_x, mean_y, weights, x.shape[0], y.shape[0], unbiased=unbiased)
 
 
-def _mmd2_from_means(
+def mmd2_from_means(
     mean_x: Float[Array, "2 R"],
     mean_y: Float[Array, "2 R"],
     weights: Float[Array, " R"],
@@ -316,10 +318,11 @@ class FeatureTarget:
       count: n.
     """
 
-    frequencies: Float[Array, "R d"]
-    weights: Float[Array, " R"]
-    centre: Float[Array, "1 d"]
-    means: Float[Array, "2 R"]
+    # plain annotations: JAX rebuilds this pytree from placeholders that are not arrays
+    frequencies: Any  # (R, d)
+    weights: Any  # (R,)
+    centre: Any  # (1, d)
+    means: Any  # (2, R)
     count: int = dataclasses.field(metadata={"static": True})
 
 
@@ -348,4 +351,4 @@ def rff_mmd2_to_target(x: Float[Array, "m d"], target: FeatureTarget, *, unbiase
     features are formed, so a loss step costs half as many phases.
     """
     mean_x = _feature_means(x - target.centre, target.frequencies)
-    return _mmd2_from_means(mean_x, target.means, target.weights, x.shape[0], target.count, unbiased=unbiased)
+    return mmd2_from_means(mean_x, target.means, target.weights, x.shape[0], target.count, unbiased=unbiased)

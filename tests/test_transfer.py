@@ -58,6 +58,8 @@ def config(**changes) -> TransferConfig:
         "mmd:laplacian(sigma=mean)",
         "bn",
         "0.5*mmd:linear + 0.5*bn",
+        "mmd:gaussian(sigma=median*(0.5,1,2))@rff(64)",
+        "mmd:energy@sliced(16)",
     ],
 )
 def test_every_loss_decreases_in_synthesis(network, images, loss):
@@ -68,6 +70,32 @@ def test_every_loss_decreases_in_synthesis(network, images, loss):
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     assert result.stopped_early is None
     assert last < 0.7 * first, (first, last)
+
+
+def test_an_unset_style_weight_is_balanced_against_the_gram_loss(network, images):
+    _, style = images
+    gram = synthesize([style], config(loss="gram", steps=1), extractor=network, progress=False)
+    linear = synthesize([style], config(loss="mmd:linear", steps=1), extractor=network, progress=False)
+    # a synthesis's loss is beta times the style term: both start at the same loss from the same noise
+    np.testing.assert_allclose(linear.history[0]["loss"], gram.history[0]["loss"], rtol=1e-5)
+    assert gram.config.style_weight == 1e3  # the Gram loss keeps the extractor's default
+    chosen = synthesize(
+        [style], config(loss="mmd:linear", steps=1, style_weight=7.0), extractor=network, progress=False
+    )
+    assert chosen.config.style_weight == 7.0  # a beta that is given is kept
+
+
+def test_a_run_whose_loss_does_not_move_says_so(network, images):
+    content, style = images
+    # the content is the start and a vanishing style weight leaves nothing to optimise
+    result = transfer(
+        content, [style], config(style_weight=1e-30, steps=3), extractor=network, progress=False
+    )
+    assert result.stopped_early is None
+    assert result.stalled is not None
+    assert "moved by only" in result.stalled
+    moving = synthesize([style], config(steps=3), extractor=network, progress=False)
+    assert moving.stalled is None
 
 
 def test_synthesis_from_noise_reduces_the_style_mmd_by_a_large_factor(network, images):

@@ -6,6 +6,8 @@
   images, with Holm's adjustment.
 - :mod:`~mmdstyle.analysis.comparison`: style transfer with several losses, each result measured
   under several kernels.
+- :mod:`~mmdstyle.analysis.patches`: local statistics, to find a region of a result that never
+  moved (:func:`worst_patch_distance`).
 - :mod:`~mmdstyle.analysis.figures`: the figures of all of these, in one house style.
 
 This layer builds on :mod:`mmdstyle.style`, :mod:`mmdstyle.features` and the core.
@@ -19,6 +21,7 @@ from mmdstyle.analysis.layer_tests import (
     image_two_sample_tests,
     layer_two_sample_tests,
 )
+from mmdstyle.analysis.patches import patch_statistics, worst_patch_distance
 from mmdstyle.analysis.verification import (
     IdentityReport,
     LayerIdentity,
@@ -38,8 +41,10 @@ __all__ = [
     "holm_adjust",
     "image_two_sample_tests",
     "layer_two_sample_tests",
+    "patch_statistics",
     "style_discrepancies",
     "synthetic_vgg_layers",
     "verify_gram_mmd_identity",
     "verify_images",
+    "worst_patch_distance",
 ]

@@ -26,8 +26,8 @@ from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_ma
 from mmdstyle.features.layers import extract_samples, resolve_layers, subsample
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.mmd import mmd2
-from mmdstyle.style.engine import initial_image, stage_images, transfer, with_default_init
-from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
+from mmdstyle.style.engine import initial_image, stage_images, style_strength, transfer, with_default_init
+from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
 from mmdstyle.style.specs import mmd2_options, parse_kernel_spec
 
 __all__ = [
@@ -270,7 +270,7 @@ def compare_losses(
     weights = dict.fromkeys(losses, beta)
     if balance:
         strengths = {
-            loss: _style_strength(dataclasses.replace(config, loss=loss), extractor, content, style)
+            loss: style_strength(dataclasses.replace(config, loss=loss), extractor, content, [style])
             for loss in losses
         }
         weights = {loss: beta * strengths[losses[0]] / strength for loss, strength in strengths.items()}
@@ -314,20 +314,3 @@ def _stage_start(
     """
     stage_content, styles, shape = stage_images(config, content, [style], size)
     return stage_content, styles, np.asarray(initial_image(config, stage_content, shape), np.float32)
-
-
-def _style_strength(
-    config: TransferConfig, extractor: Any, content: np.ndarray | None, style: np.ndarray
-) -> float:
-    """sum_l w_l L_style^l at the image the first stage starts from (before beta)."""
-    stage_content, styles, start = _stage_start(config, content, style, config.stages()[0])
-    objective = Objective(config, extractor, stage_content, styles)
-    strength = float(
-        objective.weighted_style(objective.terms_of(jnp.asarray(start, config.dtype), extractor))
-    )
-    if not (np.isfinite(strength) and strength > 0):
-        raise ValueError(
-            f"the style term of {config.loss!r} is {strength} at the starting image, so it cannot be "
-            "balanced against the others; compare without balancing (balance=False, --no-balance)."
-        )
-    return strength

@@ -27,7 +27,7 @@ from mmdstyle.cli.options import (
 from mmdstyle.features.files import write_json
 from mmdstyle.style.engine import transfer
 from mmdstyle.style.images import luminance_transfer, resize, save_image
-from mmdstyle.style.objective import TransferConfig, check_config
+from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
 
 EPILOG_TRANSFER = """examples:
   mmdstyle transfer photo.jpg painting.jpg -o out.png
@@ -97,6 +97,7 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
                 image = luminance_transfer(np.clip(image, 0, 1), resize(content, image.shape[:2]))
             save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
 
+    default_style_weight = with_default_weights(config, extractor).style_weight
     result = transfer(
         content, styles, config, extractor=extractor, progress=not arguments.quiet, on_chunk=on_chunk
     )
@@ -116,6 +117,13 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     if result.stopped_early:
         print(f"mmdstyle: {result.stopped_early}", file=sys.stderr)
         return 1
+    if arguments.style_weight is None and result.config.style_weight != default_style_weight:
+        say(
+            f"style weight {result.config.style_weight:.3g}: balanced so that the style term of "
+            f"{config.loss!r} starts where the Gram loss's would (set --style-weight to choose it)"
+        )
+    if result.stalled:
+        print(f"mmdstyle: {result.stalled}", file=sys.stderr)
     last = result.history[-1]
     say(
         f"wrote {', '.join(written)} (loss {last['loss']:.4g} after {len(result.history)} steps, "

@@ -33,6 +33,7 @@ from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.style.images import fit_within, luminance_transfer, resize
 from mmdstyle.style.lbfgs import HostLBFGS
 from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
+from mmdstyle.style.specs import parse_style_spec
 
 
 @dataclass
@@ -47,6 +48,39 @@ class TransferResult:
     history: list[dict[str, Any]]
     stopped_early: str | None = None
     config: TransferConfig | None = None
+
+    @property
+    def stalled(self) -> str | None:
+        """A sentence if the loss barely moved over the run (see :func:`stall_notice`), else None."""
+        return stall_notice(self.history, self.config)
+
+
+#: A run whose loss changes by less than this fraction of its first value has not moved.
+STALL_TOLERANCE = 1e-4
+
+
+def stall_notice(history: Sequence[dict[str, Any]], config: TransferConfig | None = None) -> str | None:
+    """What to say when the loss of a run barely moved, or None when it moved.
+
+    The loss of a run that starts from the content image with a style term far too weak for its
+    content term, or of a kernel that has no gradient left where the image is, stays where it
+    started; the image then stays the start. That is worth a sentence, not silence. An L-BFGS run
+    that finds no descent at its first step (a single record marked converged) has not moved either.
+    """
+    if not history or (len(history) == 1 and not history[0].get("converged")):
+        return None  # one step, and the loss after it is not recorded
+    first, last = history[0]["loss"], history[-1]["loss"]
+    change = abs(first - last) / max(abs(first), np.finfo(np.float64).tiny)
+    if not change < STALL_TOLERANCE:
+        return None
+    loss = f" of {config.loss!r}" if config is not None else ""
+    return (
+        f"the loss{loss} moved by only {change:.1e} of its value in {len(history)} steps ({first:.6g} -> "
+        f"{last:.6g}): the image is still close to where it started. The style term may be too weak "
+        "against the content term (raise the style weight, or leave it unset to have it balanced against "
+        "the Gram loss's), or the kernel may have no gradient at these features (a Gaussian far from every "
+        "style feature: try several bandwidths, sigma=median*(0.25,0.5,1,2,4), or mmd:energy@sliced)."
+    )
 
 
 @dataclass(frozen=True)
@@ -375,8 +409,12 @@ def transfer(
         raise ValueError("at least one style image is needed.")
     extractor = extractor_or_default(extractor)
     check_config(config, extractor, len(styles), synthesis=content is None)
+    balance = config.style_weight is None and not _is_gram(config)
     config = with_default_weights(config, extractor)
     config = with_default_init(config, content)
+    if balance:
+        beta = balanced_style_weight(config, extractor, content, styles)
+        config = dataclasses.replace(config, style_weight=beta)
     history: list[dict] = []
     image = None
     stopped = None
@@ -418,6 +456,49 @@ def transfer(
     return TransferResult(
         image=image.astype(np.float32), history=history, stopped_early=stopped, config=config
     )
+
+
+def _is_gram(config: TransferConfig) -> bool:
+    return all(str(parse_style_spec(spec)) == "gram" for spec in (config.loss, *config.layer_losses.values()))
+
+
+def style_strength(
+    config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: Sequence[np.ndarray]
+) -> float:
+    """``sum_l w_l L_style^l`` (before beta) at the image the first stage of ``config`` starts from.
+
+    ``config`` has been through :func:`with_default_init`.
+
+    Raises:
+        ValueError: the style term is 0 or not finite there, so it cannot be balanced.
+    """
+    stage_content, stage_styles, shape = stage_images(config, content, styles, config.stages()[0])
+    start = np.asarray(initial_image(config, stage_content, shape), np.float32)
+    objective = Objective(config, extractor, stage_content, stage_styles)
+    terms = objective.terms_of(jnp.asarray(start, config.dtype), extractor)
+    strength = float(objective.weighted_style(terms))
+    if not (np.isfinite(strength) and strength > 0):
+        raise ValueError(
+            f"the style term of {config.loss!r} is {strength} at the starting image, so its weight cannot be "
+            "balanced; give the style weight (beta) explicitly."
+        )
+    return strength
+
+
+def balanced_style_weight(
+    config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: Sequence[np.ndarray]
+) -> float:
+    """Beta for ``config``'s loss such that its style term starts where the Gram loss's would.
+
+    Kernel MMDs differ by many orders of magnitude (a Gaussian MMD^2 is at most 2; a Gram loss
+    grows with the fourth power of the features), so one default beta cannot serve them all. The
+    extractor's default beta (``config.style_weight``, filled in by ``with_default_weights``) is
+    tuned for the Gram loss; it is scaled by ``strength(gram) / strength(loss)`` at the starting
+    image, the balance that :func:`mmdstyle.analysis.compare_losses` applies between losses.
+    """
+    gram = dataclasses.replace(config, loss="gram", layer_losses={})
+    gram_strength = style_strength(gram, extractor, content, styles)
+    return float(config.style_weight * gram_strength / style_strength(config, extractor, content, styles))
 
 
 def synthesize(

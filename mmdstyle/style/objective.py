@@ -55,7 +55,9 @@ class TransferConfig:
         style_layer_weights: w_l, one per style layer; ``None``: equal weights summing to 1.
         content_weight, style_weight: alpha and beta. ``None``: the extractor's
             ``default_weights`` if it has them, else Gatys' alpha = 1, beta = 1e3 (alpha / beta =
-            1e-3 with his normalisations, which mmdstyle's losses follow).
+            1e-3 with his normalisations, which mmdstyle's losses follow). Those betas are for the
+            Gram loss; for any other loss an unset beta is balanced against it, so that the style
+            term starts where the Gram loss's would (:func:`mmdstyle.style.engine.balanced_style_weight`).
         tv_weight: weight of the total variation sum of squared neighbour differences.
         style_scale: style images are resized to ``style_scale`` times the stage's size.
         style_blend_weights: b_s, one per style image; ``None``: equal. Normalised to sum to 1.

@@ -35,6 +35,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -367,7 +368,7 @@ class MMDTerm:
     estimator: str = field(metadata={"static": True})
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
-    key: jax.Array | None = None
+    key: Any = None  # a jax.random key or None (JAX rebuilds the term from non-array placeholders)
     features: random_features.FeatureTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
