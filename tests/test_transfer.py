@@ -11,8 +11,8 @@ import pytest
 
 import mmdstyle as ms
 from mmdstyle.features import random_vgg19
-from mmdstyle.style.engine import synthesize, transfer
-from mmdstyle.style.objective import TransferConfig, total_variation
+from mmdstyle.style.engine import pairwise_route_advice, stage_images, synthesize, transfer
+from mmdstyle.style.objective import Objective, TransferConfig, total_variation
 from tests.helpers import count_compilations
 
 WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
@@ -367,3 +367,18 @@ def test_a_users_own_extractor_works(images):
     )
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert ms.gram_style_loss  # the package's losses, the user's features
+
+
+def test_a_large_layer_on_the_exact_pairwise_route_gets_advice(network, images):
+    _, style = images
+
+    def advice(loss, size):
+        settings = config(loss=loss, size=size)
+        _, styles, shape = stage_images(settings, None, [style], size)
+        return pairwise_route_advice(Objective(settings, network, None, styles), (*shape, 3), network)
+
+    # relu1_1 at 136 px: 18,496 positions, over the 16,384 that call for a word
+    assert "@rff(1024)" in advice("mmd:gaussian(sigma=median)", 136)
+    assert advice("mmd:gaussian(sigma=median)", 120) is None  # 14,400 positions
+    assert advice("mmd:gaussian(sigma=median)@rff(64)", 136) is None
+    assert advice("gram", 136) is None
