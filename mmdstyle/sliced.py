@@ -51,8 +51,10 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +67,16 @@ from mmdstyle._checks import check_integer
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Energy, ScaledKernel, orthogonal_normal, pooled_mean
 
 __all__ = [
+    "DirectionTarget",
     "argsort",
     "check_sliced_kernel",
+    "direction_target",
     "energy_constant",
     "energy_distance_1d",
+    "merge_order",
     "random_directions",
     "sliced_mmd2",
+    "sliced_mmd2_to_target",
 ]
 
 
@@ -173,10 +179,16 @@ def energy_distance_1d(
     Returns:
       The scalar estimate.
     """
-    m, n = x_proj.shape[0], y_proj.shape[0]
-    dtype = x_proj.dtype
     values = jnp.concatenate([x_proj, y_proj])
-    order = argsort(values)
+    return _energy_distance_in_order(values, argsort(values), x_proj.shape[0], unbiased=unbiased)
+
+
+def _energy_distance_in_order(
+    values: Float[Array, " N"], order: Int[Array, " N"], m: int, *, unbiased: bool
+) -> Float[Array, ""]:
+    """:func:`energy_distance_1d` of ``values = [x, y]`` (x the first m), given their sorting order."""
+    n = values.shape[0] - m
+    dtype = values.dtype
     sorted_values, sorted_from_x = values[order], (order < m).astype(jnp.int32)
     gaps = sorted_values[1:] - sorted_values[:-1]
     # Integer counts, exact: x and y values at or below t_k, for k = 0..N-2 (the gap after t_k).
@@ -191,6 +203,103 @@ def energy_distance_1d(
             - count_y * (nf - count_y) / (nf * nf * (nf - 1.0))
         )
     return 2.0 * jnp.sum(gaps * integrand)
+
+
+def merge_order(
+    x_proj: Float[Array, "*batch m"], y_sorted: Float[Array, "*batch n"]
+) -> Int[Array, "*batch N"]:
+    """The order that sorts ``[x_proj, y_sorted]`` along the last axis, ``y_sorted`` already sorted.
+
+    Only x is sorted; each value's place among the other sample's values comes from a binary
+    search (an x value before an equal y value). A loss against a fixed style sorts the style's
+    projections once (:func:`direction_target`) and each step half the values.
+    """
+    m = x_proj.shape[-1]
+    shape = jax.ShapeDtypeStruct((*x_proj.shape[:-1], m + y_sorted.shape[-1]), jnp.int32)
+    x_proj, y_sorted = lax.stop_gradient(x_proj), lax.stop_gradient(y_sorted)
+
+    def on_the_host(x: Array, y: Array) -> Array:
+        return jax.pure_callback(_host_merge_order, shape, x, y, vmap_method="expand_dims")
+
+    return lax.platform_dependent(x_proj, y_sorted, cpu=on_the_host, default=_device_merge_order)
+
+
+def _device_merge_order(x: Array, y: Array) -> Array:
+    """:func:`merge_order` in JAX, for backends whose sort is fast."""
+    m, n = x.shape[-1], y.shape[-1]
+    order_x = jnp.argsort(x, axis=-1).astype(jnp.int32)
+    sorted_x = jnp.take_along_axis(x, order_x, axis=-1)
+    left = jnp.vectorize(functools.partial(jnp.searchsorted, side="left"), signature="(n),(k)->(k)")
+    right = jnp.vectorize(functools.partial(jnp.searchsorted, side="right"), signature="(n),(k)->(k)")
+    below_x, below_y = left(y, sorted_x).astype(jnp.int32), right(sorted_x, y).astype(jnp.int32)
+    place_x = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), below_x.shape) + below_x
+    place_y = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), below_y.shape) + below_y
+    from_y = jnp.broadcast_to(m + jnp.arange(n, dtype=jnp.int32), place_y.shape)
+    order = jnp.zeros((*x.shape[:-1], m + n), jnp.int32)
+    order = jnp.put_along_axis(order, place_x, order_x, axis=-1, inplace=False)
+    return jnp.put_along_axis(order, place_y, from_y, axis=-1, inplace=False)
+
+
+def _host_merge_order(x: ArrayLike, y_sorted: ArrayLike) -> np.ndarray:
+    x, y_sorted = np.asarray(x), np.asarray(y_sorted)
+    batch, m, n = x.shape[:-1], x.shape[-1], y_sorted.shape[-1]
+    x, y_sorted = x.reshape(-1, m), np.broadcast_to(y_sorted, (*batch, n)).reshape(-1, n)
+    order_x = _host_argsort(x)
+    sorted_x = np.take_along_axis(x, order_x, axis=-1)
+    order = np.empty((x.shape[0], m + n), np.int32)
+    for row in range(x.shape[0]):  # NumPy's searchsorted is 1-D; a row is one direction
+        order[row, np.arange(m) + np.searchsorted(y_sorted[row], sorted_x[row], side="left")] = order_x[row]
+        order[row, np.arange(n) + np.searchsorted(sorted_x[row], y_sorted[row], side="right")] = (
+            m + np.arange(n)
+        )
+    return order.reshape(*batch, m + n)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DirectionTarget:
+    """One sample set's side of the sliced route, computed once: for a loss against a fixed target.
+
+    Attributes:
+      directions: the L directions (L, d).
+      centre: the target's mean (1, d); the estimate does not depend on the centre.
+      projections: the target's centred projections, each row sorted (L, n).
+      factor: ``t`` of ``t * Energy()``.
+    """
+
+    # plain annotations: JAX rebuilds this pytree from placeholders that are not arrays
+    directions: Any
+    centre: Any
+    projections: Any
+    factor: Any
+
+
+def direction_target(
+    y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_directions: int
+) -> DirectionTarget:
+    """The directions of :func:`sliced_mmd2` for ``key`` and ``y``'s sorted projections on them."""
+    check_sliced_kernel(kernel)
+    directions = random_directions(key, num_directions, y.shape[1], y.dtype)
+    centre = jnp.mean(y, axis=0, keepdims=True)
+    projections = jnp.sort(jnp.matmul(directions, (y - centre).T, precision=HIGHEST), axis=-1)
+    return DirectionTarget(directions, centre, projections, _energy_factor(kernel))
+
+
+def sliced_mmd2_to_target(
+    x: Float[Array, "m d"], target: DirectionTarget, *, unbiased: bool
+) -> Float[Array, ""]:
+    """:func:`sliced_mmd2` of x against the target whose side :func:`direction_target` computed.
+
+    The same value as ``sliced_mmd2(x, y, ...)`` with the same key, up to rounding; only x is
+    projected and sorted.
+    """
+    m = x.shape[0]
+    x_proj = jnp.matmul(target.directions, (x - target.centre).T, precision=HIGHEST)
+    order = merge_order(x_proj, target.projections)
+    values = jnp.concatenate([x_proj, target.projections], axis=-1)
+    distance = functools.partial(_energy_distance_in_order, m=m, unbiased=unbiased)
+    per_direction = jax.vmap(distance)(values, order)
+    return target.factor * energy_constant(x.shape[1]) * jnp.mean(per_direction)
 
 
 def _energy_factor(kernel: AbstractKernel) -> ArrayLike | None:

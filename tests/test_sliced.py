@@ -321,3 +321,38 @@ def test_energy_kernel_views_match_the_reference(rng):
     np.testing.assert_allclose(paired, np.diag(expected), rtol=1e-13)
     # k(a, a) = 2|a|
     np.testing.assert_allclose(diagonal, 2 * np.linalg.norm(np.asarray(x), axis=1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_a_fixed_target_gives_the_routes_value_and_gradient(estimator):
+    rng = np.random.default_rng(3)
+    x, y = jnp.asarray(rng.normal(size=(60, 4))), jnp.asarray(rng.normal(size=(45, 4)) + 0.3)
+    y = y.at[:10].set(x[:10])  # ties between the samples
+    kernel, key = 2.0 * ms.Energy(), jax.random.key(1)
+    target = sliced.direction_target(y, kernel, key, 16)
+
+    def routed(x):
+        return ms.mmd2(x, y, kernel, estimator, route="sliced", num_directions=16, key=key)
+
+    def fixed(x):
+        return sliced.sliced_mmd2_to_target(x, target, unbiased=estimator == "unbiased")
+
+    # float64; centred on the target's mean instead of the pooled one: rounding only
+    np.testing.assert_allclose(fixed(x), routed(x), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(fixed)(x), jax.grad(routed)(x), rtol=1e-9, atol=1e-15)
+
+
+def test_the_merge_order_sorts_both_samples_on_host_and_device(rng):
+    x = rng.normal(size=(3, 7))
+    y = np.sort(rng.normal(size=(3, 5)), axis=-1)
+    y[0, 2] = x[0, 1]  # a tie across the samples
+    y = np.sort(y, axis=-1)
+    values = np.concatenate([x, y], axis=-1)
+    expected = np.sort(values, axis=-1)
+    for order in (
+        sliced.merge_order(jnp.asarray(x), jnp.asarray(y)),
+        sliced._device_merge_order(jnp.asarray(x), jnp.asarray(y)),
+    ):
+        order = np.asarray(order)
+        assert sorted(order[0].tolist()) == list(range(12))  # a permutation
+        np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), expected)

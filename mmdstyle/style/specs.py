@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from mmdstyle import random_features
+from mmdstyle import random_features, sliced
 from mmdstyle._checks import ESTIMATORS
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
@@ -314,9 +314,11 @@ class StyleSpec:
                 except ValueError as error:
                     raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
-                features = None
-                if atom.route == "rff":  # the style's side of the estimate, once
+                features = None  # the style's side of a random route's estimate, computed once
+                if atom.route == "rff":
                     features = random_features.feature_target(target, kernel, term_key, atom.size)
+                elif atom.route == "sliced":
+                    features = sliced.direction_target(target, kernel, term_key, atom.size)
                 term = MMDTerm(kernel, estimator, atom.route, atom.size, term_key, features)
             weights.append(weight)
             terms.append(term)
@@ -358,9 +360,9 @@ class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
 
     A random route (``rff``, ``sliced``) draws ``size`` features or directions from ``key``: the
-    same draws at every call, so the term is a deterministic function of x and y. On the ``rff``
-    route the target's side (the draws and its mean features) is computed once when the term is
-    built, in ``features``: the term then reads only the shape of the ``y`` it is given, which
+    same draws at every call, so the term is a deterministic function of x and y. The target's
+    side (the draws, and its mean features or sorted projections) is computed once when the term
+    is built, in ``features``: the term then reads only the shape of the ``y`` it is given, which
     must be that target.
     """
 
@@ -369,7 +371,7 @@ class MMDTerm:
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
     key: Any = None  # a jax.random key or None (JAX rebuilds the term from non-array placeholders)
-    features: random_features.FeatureTarget | None = None
+    features: random_features.FeatureTarget | sliced.DirectionTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -380,15 +382,18 @@ class MMDTerm:
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
             x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
+        unbiased = self.estimator == "unbiased"
+        if isinstance(self.features, sliced.DirectionTarget):
+            return sliced.sliced_mmd2_to_target(x, self.features, unbiased=unbiased) / (
+                4.0 * float(x.shape[1]) ** 2
+            )
         if self.features is not None:
-            unbiased = self.estimator == "unbiased"
             value = random_features.rff_mmd2_to_target(x, self.features, unbiased=unbiased)
             _, exact = random_features.split_kernel(self.kernel)
             if exact is not None:
                 value = value + mmd2(x, y, exact, self.estimator, route="feature")
             return value / (4.0 * float(x.shape[1]) ** 2)
-        sizes = {"num_directions": self.size} if self.route == "sliced" else {}
-        return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route, key=self.key, **sizes)
+        return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
 
 
 def _permutation(count: int) -> np.ndarray:
