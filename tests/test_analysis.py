@@ -215,6 +215,28 @@ def test_cli_test_writes_table_json_and_figure(tiny_vgg, tmp_path, capsys):
     assert_nontrivial_png(figure)
 
 
+def test_cli_test_with_the_random_feature_route(tiny_vgg, tmp_path, capsys):
+    # '@rff(256)': each layer's test is mmd2_test's rff route, 256 features drawn once per layer;
+    # gravel and brick differ at relu1_1 as clearly as with the exact kernel (p = 1 / (B + 1)).
+    report = tmp_path / "t.json"
+    arguments = ["--extractor", tiny_vgg, "--size", "48", "--layers", "relu1_1", "--permutations", "99"]
+    kernel = ["--kernel", "gaussian(sigma=median)@rff(256)"]
+    assert cli.main(["test", *arguments, *kernel, "--json", str(report)]) == 0
+    assert "@rff(256)" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["kernel"] == "gaussian(sigma=median)@rff(256)"
+    (layer,) = data["layers"]
+    assert layer["kernel"].startswith("Gaussian(sigma=")
+    assert layer["kernel"].endswith("@rff(256)")
+    assert layer["p_value"] == 0.01
+
+
+def test_layer_tests_refuse_the_sliced_route(rng, as_a_user):
+    pair = {"l": (rng.normal(size=(10, 2)), rng.normal(size=(10, 2)))}
+    with pytest.raises(ValueError, match="the permutation test takes route='rff' or an exact route"):
+        layer_two_sample_tests(pair, "energy@sliced(64)")
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -222,6 +244,10 @@ def test_cli_test_writes_table_json_and_figure(tiny_vgg, tmp_path, capsys):
         (["sample:gravel"], "two images"),
         (["--layers", "relu9_9"], "relu9_9"),
         (["--plot", "out.gif"], "--plot"),
+        (["--kernel", "gaussian(sigma=median)@fast"], "unknown route 'fast'"),
+        (["--kernel", "gaussian(sigma=median)@rff(7)"], "num_features must be even"),
+        (["--kernel", "energy@sliced(64)"], "the permutation test takes route='rff'"),
+        (["--kernel", "gaussian(sigma=median)@rff", "--estimator", "linear"], "no random route"),
     ],
 )
 def test_cli_test_bad_input_exits_2(tiny_vgg, tmp_path, monkeypatch, capsys, arguments, message):

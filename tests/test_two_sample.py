@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mmdstyle as ms
-from mmdstyle.two_sample import MATRIX_SAMPLES, select_method
+from mmdstyle.two_sample import MATRIX_SAMPLES, _smallest_keys, random_labels, select_method
 from tests import reference
 
 # The observed statistic and the permuted ones come from the pooled kernel matrix (or a
@@ -301,3 +301,171 @@ def test_bad_samples(rng):
         ms.mmd2_test(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), ms.Gaussian(1.0), 10)
     with pytest.raises(ValueError, match="at least 2 samples"):
         ms.mmd2_test(rng.normal(size=(1, 3)), rng.normal(size=(5, 3)), ms.Gaussian(1.0), 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# The random-feature route: statistics from the pooled features, formed once
+
+# Enough frequencies for a test's statistic, few enough that each program compiles and runs fast.
+RFF_FEATURES = 64
+
+
+def _rff_mmd2(x, y, kernel, estimator, frequency_key):
+    return ms.mmd2(x, y, kernel, estimator, route="rff", num_features=RFF_FEATURES, key=frequency_key)
+
+
+def _shift_of_one_standard_deviation() -> tuple[np.ndarray, np.ndarray]:
+    """The power test's samples: m = n = 50 in 2-D, y's mean shifted by 1."""
+    generator = np.random.default_rng(2024)
+    x = generator.normal(size=(50, 2))
+    return x, generator.normal(size=(50, 2)) + np.asarray([[1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    ("kernel", "estimator"),
+    [
+        # a bandwidth array, as median_bandwidth gives: the program of the calibration and power
+        # tests below (m = n = 50, B = 99)
+        (ms.Gaussian(jnp.array(1.0, dtype=jnp.float64)), "unbiased"),
+        # the Polynomial term is exact, added per relabelling by the feature route
+        (0.5 * ms.Laplacian(1.0) + ms.Polynomial(2, c=1.0), "biased"),
+    ],
+    ids=repr,
+)
+def test_rff_statistics_are_mmd2_rff_of_each_labelling(kernel, estimator):
+    # The observed statistic is mmd2's rff route with the frequencies of split(key)[0]; the
+    # b-th permuted one, that route on the labelling random_labels(split(split(key)[1], B)[b]).
+    # Both sides sum the same features in another order (and around another centre): a few
+    # ulps of O(1) means, so RTOL and ATOL as above.
+    # (Unequal sizes: the next test.)
+    x, y = _shift_of_one_standard_deviation()
+    num_permutations = 99
+    key = jax.random.key(7)
+    result = ms.mmd2_test(
+        x, y, kernel, num_permutations, key=key, estimator=estimator, route="rff", num_features=RFF_FEATURES
+    )
+    frequency_key, permutation_key = jax.random.split(key)
+    np.testing.assert_allclose(
+        result.statistic, _rff_mmd2(x, y, kernel, estimator, frequency_key), rtol=RTOL, atol=ATOL
+    )
+    pooled = np.concatenate([x, y])
+    keys = jax.random.split(permutation_key, num_permutations)
+    for b in (0, 7, num_permutations - 1):
+        labels = np.asarray(random_labels(keys[b], x.shape[0], pooled.shape[0]))
+        assert labels.sum() == x.shape[0]
+        expected = _rff_mmd2(pooled[labels], pooled[~labels], kernel, estimator, frequency_key)
+        np.testing.assert_allclose(result.permuted_statistics[b], expected, rtol=RTOL, atol=ATOL)
+    permuted = np.asarray(result.permuted_statistics)
+    expected_p = (1.0 + np.sum(permuted >= float(result.statistic))) / (1.0 + num_permutations)
+    assert float(result.p_value) == expected_p
+
+
+def test_rff_permuted_statistics_cover_every_labelling_uniformly():
+    # As for the exact routes: with m + n = 5 there are C(5, 2) = 10 labellings, each permuted
+    # statistic is the rff MMD^2 (same frequencies) of one of them, and B = 300 uniform
+    # relabellings meet every one. Each count is Binomial(300, 0.1): mean 30, standard
+    # deviation 5.2; 10..50 is +-3.8 standard deviations (the seeds are fixed).
+    generator = np.random.default_rng(5)
+    x, y = generator.normal(size=(2, 2)), generator.normal(size=(3, 2))
+    pooled = np.concatenate([x, y])
+    key = jax.random.key(1)
+    frequency_key = jax.random.split(key)[0]
+    kernel = ms.Gaussian(1.0)
+    values = []
+    for chosen in itertools.combinations(range(5), 2):
+        others = [i for i in range(5) if i not in chosen]
+        values.append(_rff_mmd2(pooled[list(chosen)], pooled[others], kernel, "unbiased", frequency_key))
+    values = np.asarray(values)
+    result = ms.mmd2_test(x, y, kernel, 300, key=key, route="rff", num_features=RFF_FEATURES)
+    np.testing.assert_allclose(result.statistic, values[0], rtol=RTOL, atol=ATOL)
+    permuted = np.asarray(result.permuted_statistics)
+    distance_to_nearest = np.min(np.abs(permuted[:, None] - values[None, :]), axis=1)
+    assert np.all(distance_to_nearest <= ATOL + RTOL * np.max(np.abs(values)))
+    counts = np.bincount([int(np.argmin(np.abs(values - value))) for value in permuted], minlength=10)
+    assert np.all((counts >= 10) & (counts <= 50)), counts
+
+
+def test_random_labels_break_ties_at_the_threshold_at_random(rng):
+    # First keys 1 < 3 = 3 = 3 = 3 < 5 < 9 with m = 3: key 1 is in, and 2 of the 4 samples tied
+    # at 3, those with the smaller second keys. Over 400 random second keys each tied sample is
+    # chosen Binomial(400, 1/2) times: 200 +- 10 (one standard deviation); 150..250 is +-5.
+    smallest = jax.jit(jax.vmap(lambda first, second: _smallest_keys(first, second, 3), in_axes=(None, 0)))
+    second = jnp.asarray(rng.integers(0, 2**32, size=(400, 7)), jnp.uint32)
+    labels = np.asarray(smallest(jnp.asarray([5, 3, 3, 3, 9, 1, 3], jnp.uint32), second))
+    assert np.all(labels.sum(axis=1) == 3)
+    assert np.all(labels[:, 5])
+    assert not np.any(labels[:, [0, 4]])
+    counts = labels[:, [1, 2, 3, 6]].sum(axis=0)
+    assert np.all((counts >= 150) & (counts <= 250)), counts
+    # Tied in both keys: the index decides, and still exactly m are chosen.
+    same = smallest(jnp.asarray([5, 3, 3, 3, 9, 1, 3], jnp.uint32), jnp.zeros((1, 7), jnp.uint32))
+    np.testing.assert_array_equal(same, [[False, True, True, False, False, True, False]])
+    # Without ties at the threshold: the m smallest, whatever the second keys.
+    distinct = smallest(jnp.asarray([50, 10, 30, 20, 70, 60, 40], jnp.uint32), second[:2])
+    np.testing.assert_array_equal(distinct, [[False, True, True, True, False, False, False]] * 2)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "route", "method", "chosen"),
+    [
+        (ms.Gaussian(1.0), "rff", "auto", "permutation"),
+        (ms.Gaussian(1.0), "rff", "permutation", "permutation"),
+        (ms.Polynomial(2), "pairwise", "auto", "matrix"),  # the matrix gives the same values, faster
+        (ms.Polynomial(2), "feature", "auto", "permutation"),  # 2^2 < 200
+    ],
+)
+def test_auto_method_with_a_route(kernel, route, method, chosen):
+    assert select_method(method, kernel, "unbiased", 200, 2, route) == chosen
+
+
+@pytest.mark.usefixtures("as_a_user")
+def test_rff_test_refuses_what_mmd2_refuses(shifted):
+    x, y = shifted
+    gaussian = ms.Gaussian(1.0)
+    with pytest.raises(ValueError, match="method='matrix' tabulates the exact kernel"):
+        ms.mmd2_test(x, y, gaussian, B, route="rff", method="matrix")
+    with pytest.raises(ValueError, match="the permutation test takes route='rff' or an exact route"):
+        ms.mmd2_test(x, y, ms.Energy(), B, route="sliced")
+    with pytest.raises(ValueError, match="route must be one of"):
+        ms.mmd2_test(x, y, gaussian, B, route="fast")
+    with pytest.raises(ValueError, match="num_features must be even"):
+        ms.mmd2_test(x, y, gaussian, B, route="rff", num_features=63)
+    for bad in (0, 2.5, None):
+        with pytest.raises(ValueError, match="num_features"):
+            ms.mmd2_test(x, y, gaussian, B, route="rff", num_features=bad)
+    with pytest.raises(ValueError, match="route='rff' cannot take"):
+        ms.mmd2_test(x, y, ms.Polynomial(3), B, route="rff")
+    with pytest.raises(ValueError, match="no random route"):
+        ms.mmd2_test(x, y, gaussian, B, estimator="linear", route="rff")
+    with pytest.raises(ValueError, match="route='feature' needs"):
+        ms.mmd2_test(x, y, gaussian, B, route="feature")
+
+
+def test_rff_null_p_values_are_roughly_uniform():
+    # As test_null_p_values_are_roughly_uniform, on the rff route: with the frequencies drawn
+    # once per test (not from the labels), the relabelled statistics are exchangeable under the
+    # null and the p-value is uniform on {1/100, ..., 1}, whatever the number of features. Same
+    # 40 repetitions and bounds: #{p <= 0.05} ~ Binomial(40, 0.05), P(> 8 of 40) ~ 1e-4; the
+    # mean p within +-4.4 standard deviations (0.046) of 0.5.
+    p_values = []
+    for repetition in range(40):
+        generator = np.random.default_rng(1000 + repetition)
+        x, y = generator.normal(size=(50, 2)), generator.normal(size=(50, 2))
+        kernel = ms.Gaussian(ms.median_bandwidth(x, y))
+        result = ms.mmd2_test(
+            x, y, kernel, 99, key=jax.random.key(repetition), route="rff", num_features=RFF_FEATURES
+        )
+        p_values.append(float(result.p_value))
+    p_values = np.asarray(p_values)
+    assert np.mean(p_values <= 0.05) <= 0.2
+    assert 0.3 <= np.mean(p_values) <= 0.7
+
+
+def test_rff_power_against_a_mean_shift():
+    # The power test's shift of one standard deviation, m = n = 50 (the program above): 32
+    # frequencies see it as clearly as the exact kernel does, p = 1 / (B + 1) = 0.01.
+    x, y = _shift_of_one_standard_deviation()
+    kernel = ms.Gaussian(ms.median_bandwidth(x, y))
+    result = ms.mmd2_test(x, y, kernel, 99, route="rff", num_features=RFF_FEATURES)
+    assert float(result.p_value) <= 0.02
+    assert float(result.statistic) > float(np.max(result.permuted_statistics))

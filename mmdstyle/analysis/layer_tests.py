@@ -29,8 +29,9 @@ from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_ma
 from mmdstyle.features.layers import as_samples, extract_samples, resolve_layers, subsample
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.kernels import AbstractKernel, check_kernel
+from mmdstyle.mmd import select_route
 from mmdstyle.style.images import fit_within, resize
-from mmdstyle.style.specs import KernelExpression, parse_kernel_spec
+from mmdstyle.style.specs import KernelExpression, RoutedKernel, mmd2_options, parse_kernel_spec
 from mmdstyle.two_sample import mmd2_test
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "holm_adjust",
     "image_two_sample_tests",
     "layer_two_sample_tests",
+    "permutation_test_options",
 ]
 
 #: Default positions per image and layer in a test: the pooled 2 x 1024 samples stay under
@@ -155,21 +157,47 @@ class LayerTestReport:
         return "\n".join([title, "", header, *rows, "", verdict, self.note])
 
 
+def permutation_test_options(
+    kernel: KernelExpression | RoutedKernel | AbstractKernel, estimator: str = "unbiased"
+) -> dict[str, Any]:
+    """The route keyword arguments of :func:`mmdstyle.mmd2_test` that a parsed kernel spec asks for.
+
+    ``{}`` for a kernel or a spec without ``@``; ``route`` (and ``num_features`` for ``@rff(D)``)
+    otherwise. The test draws the frequencies from its own key (:func:`mmdstyle.mmd2_test`).
+    Checked before any data is read.
+
+    Raises:
+      ValueError: ``@sliced`` (the permutation test takes route='rff' or an exact route), or
+        ``@rff`` with the linear-time estimator.
+    """
+    if not isinstance(kernel, RoutedKernel):
+        return {}
+    options = mmd2_options(kernel)
+    if options["route"] == "sliced":
+        raise ValueError(
+            f"kernel {kernel}: the permutation test takes route='rff' or an exact route ('@pairwise', "
+            f"'@feature'), not '@sliced'; drop the route to test {kernel.kernel} exactly."
+        )
+    select_route(kernel.build(None), estimator, kernel.route)  # the route and the estimator agree
+    options.pop("key", None)
+    return options
+
+
 def _kernel_builder(
-    kernel: str | KernelExpression | AbstractKernel,
-) -> tuple[str, Callable[[Array], AbstractKernel]]:
-    """The kernel's label, and how to build it from a layer's pooled samples."""
+    kernel: str | KernelExpression | RoutedKernel | AbstractKernel, estimator: str
+) -> tuple[str, Callable[[Array], AbstractKernel], dict[str, Any]]:
+    """The kernel's label, how to build it from a layer's pooled samples, and the test's route options."""
     if isinstance(kernel, AbstractKernel):
-        return str(kernel), lambda pooled: kernel
+        return str(kernel), lambda pooled: kernel, {}
     expression = parse_kernel_spec(kernel) if isinstance(kernel, str) else kernel
     if not hasattr(expression, "build"):
         check_kernel("kernel", expression)  # raises, naming what was passed
-    return str(expression), expression.build
+    return str(expression), expression.build, permutation_test_options(expression, estimator)
 
 
 def layer_two_sample_tests(
     layers: Mapping[str, tuple[ArrayLike, ArrayLike]],
-    kernel: str | KernelExpression | AbstractKernel = "gaussian(sigma=median)",
+    kernel: str | KernelExpression | RoutedKernel | AbstractKernel = "gaussian(sigma=median)",
     *,
     num_permutations: int = 999,
     estimator: str = "unbiased",
@@ -183,7 +211,10 @@ def layer_two_sample_tests(
     Args:
         layers: layer -> (samples of A (m, d), samples of B (n, d)); feature maps are reshaped.
         kernel: a kernel, or a kernel spec (``gaussian(sigma=median)``: the bandwidth is the median
-            heuristic over each layer's pooled samples, which leaves the test exact).
+            heuristic over each layer's pooled samples, which leaves the test exact). A spec may
+            name a route: ``gaussian(sigma=median)@rff(1024)`` tests the random-feature MMD^2 of
+            1024 features, drawn once per layer, in O(N R) per relabelling rather than O(N^2 d)
+            (for many positions, ``max_samples=None``); ``@pairwise`` or ``@feature``: exact.
         num_permutations: random relabellings per layer (the smallest p-value is 1 / (B + 1)).
         estimator: the MMD^2 statistic, ``"unbiased"`` (default), ``"biased"`` or ``"linear"``.
         max_samples: at most this many random rows of each side per layer (``None``: all).
@@ -197,7 +228,9 @@ def layer_two_sample_tests(
     if not (isinstance(alpha, float | int) and 0 < alpha < 1):
         raise ValueError(f"alpha must be a level between 0 and 1, e.g. 0.05; got {alpha!r}.")
     check_max_samples(max_samples)
-    label, build = _kernel_builder(kernel)
+    label, build, route_options = _kernel_builder(kernel, estimator)
+    # the route's name on each layer's kernel, e.g. "Gaussian(sigma=3.1)@rff(1024)"
+    route_label = "@" + label.rpartition("@")[2] if route_options else ""
     rng = np.random.default_rng(seed)
     prepared = []  # every layer is checked before the first test runs
     for layer, (a, b) in layers.items():
@@ -212,7 +245,13 @@ def layer_two_sample_tests(
     for key, (layer, a, b, used_a, used_b) in zip(keys, prepared, strict=True):
         built = build(jnp.concatenate([jnp.asarray(used_a), jnp.asarray(used_b)]))
         result = mmd2_test(
-            used_a, used_b, built, num_permutations=num_permutations, key=key, estimator=estimator
+            used_a,
+            used_b,
+            built,
+            num_permutations=num_permutations,
+            key=key,
+            estimator=estimator,
+            **route_options,
         )
         results.append((layer, a, b, used_a, used_b, built, result))
     # p = (1 + count) / (B + 1), computed in the samples' dtype: recover the exact fraction
@@ -227,7 +266,7 @@ def layer_two_sample_tests(
             channels=int(a.shape[1]),
             positions=(int(a.shape[0]), int(b.shape[0])),
             samples=(int(used_a.shape[0]), int(used_b.shape[0])),
-            kernel=repr(built),
+            kernel=repr(built) + route_label,
             statistic=float(result.statistic),
             p_value=p,
             adjusted_p_value=float(adjusted_p),

@@ -14,7 +14,7 @@ from typing import Any
 from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, ESTIMATORS
 from mmdstyle.analysis.comparison import DEFAULT_KERNELS, compare_losses
 from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
-from mmdstyle.analysis.layer_tests import image_two_sample_tests
+from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_test_options
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
 from mmdstyle.cli.command import Command, user_errors
 from mmdstyle.cli.options import (
@@ -58,6 +58,11 @@ EPILOG_TEST = """examples:
   mmdstyle test sample:gravel sample:brick
   mmdstyle test texture.png synthesized.png --kernel "laplacian(sigma=median)" --permutations 4999
   mmdstyle test a.png b.png --json tests.json --plot tests.png
+  mmdstyle test a.png b.png --size 512 --samples 100000 --kernel "gaussian(sigma=median)@rff(1024)"
+
+A route may follow the kernel spec after '@': rff(D) tests the MMD^2 of D random Fourier features,
+drawn once per layer, in O(N D) per permutation instead of O(N^2 d): tens of thousands of positions
+per layer; pairwise or feature test exactly (sliced is refused).
 
 Exit status 0 whatever the verdict (2 on bad input): the verdicts are in the table and the JSON."""
 
@@ -274,7 +279,8 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
         "--kernel",
         default="gaussian(sigma=median)",
         metavar="SPEC",
-        help="kernel spec (default gaussian(sigma=median))",
+        help="kernel spec, a route may follow: gaussian(sigma=median)@rff(1024) "
+        "(default gaussian(sigma=median))",
     )
     parser.add_argument("--permutations", type=at_least(1), default=999, help="per layer (default 999)")
     parser.add_argument(
@@ -301,6 +307,7 @@ def run_test(arguments: argparse.Namespace) -> int:
     """``mmdstyle test``: 0 whatever the verdict (the verdicts are in the table and the JSON)."""
     check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
     kernel = parse_kernel_spec(arguments.kernel)
+    permutation_test_options(kernel, arguments.estimator)  # a route the test refuses, before any image
     (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
     if arguments.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {arguments.seed}.")
