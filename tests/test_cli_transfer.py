@@ -116,6 +116,16 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         (["synthesize", "--extractor", "vgg16"], "unknown extractor 'vgg16'"),
         (["synthesize", "--style-layers", "relu1_1,fc7"], "unknown layer name(s) ['fc7']"),
         (["synthesize", "--steps", "0"], "steps must be a positive integer"),
+        (["synthesize", "--loss", "mmd:gaussian@rff(7)"], "num_features must be even"),
+        (["synthesize", "--loss", "mmd:gaussian@sliced"], "route='sliced' cannot take gaussian"),
+        (
+            ["synthesize", "--loss", "mmd:energy@rff", "--estimator", "biased"],
+            "route='rff' cannot take energy",
+        ),
+        (
+            ["synthesize", "--loss", "mmd:gaussian@rff", "--estimator", "linear"],
+            "the linear-time estimator has none",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, arguments, message):
