@@ -156,7 +156,18 @@ def add_loss_options(parser: argparse.ArgumentParser, *, synthesis: bool, one_lo
     loss.add_argument(
         "--style-layer-weights", type=parse_floats, metavar="W1,W2", help="default: equal, summing to 1"
     )
-    loss.add_argument("--style-weight", type=float, help="beta (default: the extractor's, else 1e3)")
+    loss.add_argument(
+        "--style-weight",
+        type=float,
+        help="beta (default: the extractor's, else 1e3, for the Gram loss; other losses balanced against it)",
+    )
+    loss.add_argument(
+        "--redraw-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="new draws for @rff/@sliced terms every N steps (default 0: one draw per stage)",
+    )
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
     if not synthesis:
         loss.add_argument(
@@ -261,6 +272,7 @@ def config_from(arguments: argparse.Namespace, *, synthesis: bool, chunk: int = 
         learning_rate=arguments.learning_rate,
         init=start_from(arguments, synthesis=synthesis),
         seed=arguments.seed,
+        redraw_every=option("redraw_every", 0),
         original_colors=False if synthesis else option("original_colors", False),
         chunk=chunk,
     )

@@ -440,19 +440,30 @@ def transfer(
             if on_chunk is not None:
                 on_chunk(step, current, records)
 
-        seconds = history[-1]["seconds"] if history else 0.0
-        image, records, stopped = run_stage(
-            objective,
-            start,
-            extractor=extractor,
-            steps=config.steps,
-            first_step=stage * config.steps,
-            first_seconds=seconds,
-            on_chunk=report,
-        )
-        for record in records:
-            record["stage"] = stage
-        history.extend(records)
+        # one run of the optimiser per draw of the random routes: config.redraw_every steps each,
+        # or the whole stage
+        segment = config.redraw_every or config.steps
+        done, draw = 0, 0
+        while True:
+            seconds = history[-1]["seconds"] if history else 0.0
+            image, records, stopped = run_stage(
+                objective,
+                start,
+                extractor=extractor,
+                steps=min(segment, config.steps - done),
+                first_step=stage * config.steps + done,
+                first_seconds=seconds,
+                on_chunk=report,
+            )
+            for record in records:
+                record["stage"] = stage
+            history.extend(records)
+            done += len(records)
+            if stopped or not config.redraw_every or done >= config.steps:
+                break
+            draw += 1
+            start = image
+            objective = Objective(config, extractor, stage_content, style_images, stage=stage, draw=draw)
         if stopped:
             break
     bar.close()

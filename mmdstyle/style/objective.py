@@ -67,6 +67,9 @@ class TransferConfig:
         init: ``"content"``, ``"noise"`` (uniform in [0, 1], seeded) or an image array.
         seed: seeds the noise initialisation and the random routes' draws (fixed per stage);
             runs with the same seed are identical.
+        redraw_every: for losses on a random route (``@rff``, ``@sliced``): new frequencies or
+            directions every this many steps (0: one draw per stage). Each draw is a new
+            objective, so the optimiser starts afresh (L-BFGS's memory, Adam's moments).
         original_colors: keep the content's colours, transfer luminance only.
         chunk: steps between progress updates, history read-backs and ``on_chunk`` calls.
         dtype: of the image being optimised (``"float64"`` needs ``jax_enable_x64`` and an
@@ -91,6 +94,7 @@ class TransferConfig:
     learning_rate: float = 0.02
     init: str | np.ndarray = "content"
     seed: int = 0
+    redraw_every: int = 0
     original_colors: bool = False
     chunk: int = 10
     dtype: str = "float32"
@@ -120,6 +124,7 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
     for name in ("steps", "chunk"):
         check_integer(name, getattr(config, name))
     check_integer("seed", config.seed, minimum=0)
+    check_integer("redraw_every", config.redraw_every, minimum=0)
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(config, name) is not None:
             check_scalar(name, getattr(config, name), positive=False)
@@ -149,13 +154,21 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
         raise ValueError(
             f"layer_losses names layers that are not style layers: {unknown}; style layers: {style_layers}."
         )
+    random_routes = False
     for spec in {config.loss, *config.layer_losses.values()}:
         parsed = parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
+        random_routes = random_routes or parsed.random
         if parsed.random and config.estimator == "linear":
             raise ValueError(
                 f"the loss {spec!r} takes a random route, which estimates the biased or unbiased MMD^2; "
                 "the linear-time estimator has none. Use the biased or unbiased estimator, or no '@route'."
             )
+    if config.redraw_every and not random_routes:
+        raise ValueError(
+            f"redraw_every={config.redraw_every} redraws the frequencies or directions of random routes, "
+            f"and the loss {config.loss!r} takes none: add '@rff(1024)' or '@sliced(256)' to an mmd term, "
+            "or use 0."
+        )
     if not synthesis:
         resolve_layers(extractor, config.content_layers, role="content")
 
@@ -183,7 +196,8 @@ class Objective:
     once, here. The objective is a pytree whose leaves are the targets, the terms' numbers (a
     data-driven bandwidth, say) and the weights, and whose structure holds the layers and the
     kinds of terms: passed to a jit-compiled function, one program serves every stage and every
-    run of the same losses, layers and shapes, whatever the images and weights.
+    run of the same losses, layers and shapes, whatever the images and weights. ``stage`` and
+    ``draw`` (the count of redraws, see ``redraw_every``) select the random routes' draws.
 
     Attributes:
         style_layers, content_layers: the layers read (no content layers for a synthesis).
@@ -203,6 +217,7 @@ class Objective:
         styles: list[np.ndarray],
         *,
         stage: int = 0,
+        draw: int = 0,
     ) -> None:
         self.config = config
         self.style_layers = resolve_layers(extractor, config.style_layers, role="style")
@@ -230,9 +245,10 @@ class Objective:
             "content": {layer: content_maps[layer] for layer in self.content_layers},
         }
         # each (layer, style) term is built once from its target: data-driven bandwidths are fixed
-        # here, and so are the draws of random routes, from the seed, the stage, the layer and the
-        # style image: the stage's objective is a deterministic function of the image
-        stage_key = jax.random.fold_in(jax.random.key(config.seed), stage)
+        # here, and so are the draws of random routes, from the seed, the stage, the draw (see
+        # redraw_every), the layer and the style image: the objective is a deterministic function
+        # of the image
+        stage_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), stage), draw)
         self.terms = {
             layer: [
                 specs[layer].build(
