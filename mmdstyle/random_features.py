@@ -216,7 +216,9 @@ def draw_frequencies(
         omega, weight = term.sample_frequencies(jax.random.fold_in(key, index), count, dimension, dtype)
         omegas.append(omega)
         weights.append(weight if _is_one(factor) else factor * weight)
-    return jnp.concatenate(omegas), jnp.concatenate(weights)
+    # in the samples' dtype, whatever the kernel's parameters are (a float64 bandwidth with
+    # float32 samples would otherwise promote every phase)
+    return jnp.concatenate(omegas).astype(dtype), jnp.concatenate(weights).astype(dtype)
 
 
 def random_fourier_features(
