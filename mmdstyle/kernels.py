@@ -344,6 +344,9 @@ class AbstractSpectralKernel(AbstractKernel):
     """
 
     translation_invariant: ClassVar[bool] = True
+    #: Whether E|omega|^2 is finite: the random-feature estimate's gradient in the samples, a sum
+    #: of ``w_r omega_r sin(omega_r^T a)`` terms, then has finite variance.
+    finite_second_moment: ClassVar[bool] = True
 
     @property
     def min_frequencies(self) -> int:
@@ -405,6 +408,9 @@ class Laplacian(AbstractSpectralKernel):
 
     _children: ClassVar[tuple[str, ...]] = ("sigma",)
     translation_invariant: ClassVar[bool] = True
+    #: Its frequencies are multivariate Cauchy: no finite mean, so random-feature gradients have
+    #: infinite variance (the values are fine).
+    finite_second_moment: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma", check_scalar("sigma", self.sigma, positive=True))
@@ -471,8 +477,9 @@ class MultiGaussian(AbstractSpectralKernel):
     @classmethod
     def around(cls, sigma: ArrayLike, factors: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> MultiGaussian:
         """Bandwidths ``sigma * factors`` with equal weights; ``sigma`` may be traced, e.g. a median."""
-        sigma = check_scalar("sigma", sigma, positive=True)
-        return cls(jnp.asarray(sigma) * jnp.asarray(factors, jnp.result_type(float)))
+        sigma = jnp.asarray(check_scalar("sigma", sigma, positive=True))
+        sigma = sigma if jnp.issubdtype(sigma.dtype, jnp.floating) else sigma.astype(jnp.result_type(float))
+        return cls(sigma * jnp.asarray(factors, sigma.dtype))  # in sigma's dtype (a float32 median stays so)
 
     @property
     def min_frequencies(self) -> int:

@@ -446,7 +446,7 @@ def _statistics_from_matrix(
     """
     size = pooled.shape[0]
     n = size - m
-    if kernel.translation_invariant:
+    if kernel.mmd_shift_invariant:  # as the pairwise route does: the statistics are unchanged
         pooled = pooled - jnp.mean(pooled, axis=0, keepdims=True)
     matrix = kernel(pooled, pooled)
     diagonal = kernel.paired(pooled, pooled)

@@ -22,7 +22,7 @@ def test_patch_statistics_are_each_patchs_channel_means_and_spreads(rng):
 
 def test_a_patch_of_noise_in_a_texture_is_found(rng):
     style = load_sample("brick", size=48)
-    assert worst_patch_distance(style, style) == 0.0
+    assert worst_patch_distance(style, style) < 1e-3  # every patch is its own nearest: 0 up to rounding
     spoilt = style.copy()
     spoilt[16:32, 16:32] = rng.uniform(size=(16, 16, 3))
     assert worst_patch_distance(spoilt, style) > 10.0

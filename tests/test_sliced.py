@@ -356,3 +356,15 @@ def test_the_merge_order_sorts_both_samples_on_host_and_device(rng):
         order = np.asarray(order)
         assert sorted(order[0].tolist()) == list(range(12))  # a permutation
         np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), expected)
+
+
+def test_the_float32_host_order_is_a_stable_argsort():
+    # negatives, signed zeros, infinities, subnormals and ties: the packed integer keys order them
+    # as the floats are ordered, ties by index
+    values = np.array(
+        [[0.5, -0.0, 0.0, -1.5, np.inf, -np.inf, 1e-42, -1e-42, 0.5, -1.5, 3.0, 0.0]], np.float32
+    )
+    order = np.asarray(sliced.argsort(jnp.asarray(values)))
+    np.testing.assert_array_equal(np.take_along_axis(values, order, -1), np.sort(values, -1))
+    ties = order[0][np.isin(order[0], [0, 8])]
+    assert ties.tolist() == [0, 8]  # equal values keep their order

@@ -269,10 +269,13 @@ def compare_losses(
     beta = with_default_weights(config, extractor).style_weight
     weights = dict.fromkeys(losses, beta)
     if balance:
-        strengths = {
-            loss: style_strength(dataclasses.replace(config, loss=loss), extractor, content, [style])
-            for loss in losses
-        }
+        try:
+            strengths = {
+                loss: style_strength(dataclasses.replace(config, loss=loss), extractor, content, [style])
+                for loss in losses
+            }
+        except ValueError as error:
+            raise ValueError(f"{error} Or compare without balancing (balance=False, --no-balance).") from None
         weights = {loss: beta * strengths[losses[0]] / strength for loss, strength in strengths.items()}
     runs = []
     for index, loss in enumerate(losses):

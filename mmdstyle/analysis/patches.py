@@ -17,6 +17,11 @@ __all__ = ["patch_statistics", "worst_patch_distance"]
 def patch_statistics(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     """Each ``size`` x ``size`` patch (every ``stride`` pixels): its channels' means and standard deviations.
 
+    Args:
+      image: (H, W, channels).
+      size: patch side in pixels.
+      stride: pixels between patches, down and across.
+
     Returns:
       (patches, 2 * channels): means first, then standard deviations.
     """
@@ -43,9 +48,13 @@ def worst_patch_distance(image: np.ndarray, style: np.ndarray, size: int = 8) ->
       About 1-3 for a result whose every region resembles some region of the style; tens for a
       region of uniform noise.
     """
-    reference = patch_statistics(style, size, 2)
-    patches = patch_statistics(image, size, max(1, size // 2))
-    scale = reference.std(axis=0) + 1e-6
-    differences = (patches[:, None, :] - reference[None, :, :]) / scale
-    nearest = np.sqrt(np.min(np.sum(differences**2, axis=-1), axis=1))
-    return float(nearest.max())
+    # each statistic in units of its spread over the style's patches (the floor: a constant style)
+    scale = patch_statistics(style, size, 2).std(axis=0) + 1e-6
+    reference = patch_statistics(style, size, 2) / scale
+    patches = patch_statistics(image, size, max(1, size // 2)) / scale
+    worst = 0.0
+    for start in range(0, len(patches), 256):  # 256 image patches at a time: bounded memory
+        chunk = patches[start : start + 256]
+        squared = np.sum(chunk**2, 1)[:, None] + np.sum(reference**2, 1)[None, :] - 2.0 * chunk @ reference.T
+        worst = max(worst, float(np.sqrt(max(np.min(squared, axis=1).max(), 0.0))))
+    return worst

@@ -69,6 +69,12 @@ def stall_notice(history: Sequence[dict[str, Any]], config: TransferConfig | Non
     started; the image then stays the start. That is worth a sentence, not silence. An L-BFGS run
     that finds no descent at its first step (a single record marked converged) has not moved either.
     """
+    # within the last stage: losses at different image sizes do not compare
+    history = (
+        [record for record in history if record.get("stage", 0) == history[-1].get("stage", 0)]
+        if history
+        else []
+    )
     if not history or (len(history) == 1 and not history[0].get("converged")):
         return None  # one step, and the loss after it is not recorded
     first, last = history[0]["loss"], history[-1]["loss"]
@@ -512,9 +518,9 @@ def pairwise_route_advice(objective: Objective, image_shape: tuple[int, ...], ex
     layers = ", ".join(f"{layer} ({m} positions, {d} channels)" for layer, m, d, _ in slow)
     return (
         f"the exact pairwise route costs O(m^2 d) per step on {layers}: about {seconds:.0f} s a step for "
-        "these layers on a 2-core CPU (GPUs: far less). For Gaussian and Laplacian kernels, '@rff(1024)' "
-        "after the kernel (e.g. mmd:gaussian(sigma=median)@rff(1024)) costs about what a Gram step costs; "
-        "for the energy distance, '@sliced(256)'."
+        "these layers on a 2-core CPU (GPUs: far less). For Gaussian kernels, '@rff(1024)' after the "
+        "kernel (e.g. mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024)) costs about what a Gram step "
+        "costs; for the energy distance, '@sliced(256)'."
     )
 
 

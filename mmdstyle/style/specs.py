@@ -530,11 +530,11 @@ class _Parser:
         kernel = self.kernel_product() if self.accept(":") else KernelAtom("poly2")  # a '+' ends the term
         if not self.accept("@"):
             return LossAtom("mmd", kernel)
-        route, size = self.route(kernel)
+        route, size = self.route(kernel, loss=True)
         return LossAtom("mmd", kernel, route, size)
 
     # route := name ['(' integer ')'], after '@'
-    def route(self, kernel: KernelExpression) -> tuple[str, int | None]:
+    def route(self, kernel: KernelExpression, *, loss: bool = False) -> tuple[str, int | None]:
         route_position = self.position()
         route = self.take(kind="name").lower()
         if route not in ROUTE_SIZES:
@@ -549,16 +549,23 @@ class _Parser:
                 self.fail(size_position, f"the {route} route's size must be a whole number >= 1")
             size = int(number)
             self.take(")")
-        self.check_route(kernel, route, size, route_position)
+        self.check_route(kernel, route, size, route_position, loss=loss)
         return route, size
 
-    def check_route(self, kernel: KernelExpression, route: str, size: int | None, position: int) -> None:
-        """The route exists for the kernel (checked on a placeholder built without data)."""
+    def check_route(
+        self, kernel: KernelExpression, route: str, size: int | None, position: int, *, loss: bool
+    ) -> None:
+        """The route exists for the kernel, checked on a placeholder built without data.
+
+        A loss's random-feature gradients must also have finite variance.
+        """
         placeholder = kernel.build(None)
         try:
             select_route(placeholder, "biased", route)
             if route == "rff":
                 random_features.check_enough_features(placeholder, size)
+                if loss:
+                    random_features.check_gradients_have_finite_variance(placeholder)
         except ValueError as error:
             self.fail(position, str(error).replace(repr(placeholder), str(kernel)).rstrip("."))
 
