@@ -35,7 +35,6 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -319,7 +318,7 @@ class StyleSpec:
                     features = random_features.feature_target(target, kernel, term_key, atom.size)
                 elif atom.route == "sliced":
                     features = sliced.direction_target(target, kernel, term_key, atom.size)
-                term = MMDTerm(kernel, estimator, atom.route, atom.size, term_key, features)
+                term = MMDTerm(kernel, estimator, atom.route, atom.size, features)
             weights.append(weight)
             terms.append(term)
         return WeightedTerms(tuple(weights), tuple(terms))
@@ -359,18 +358,16 @@ class BNTerm:
 class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
 
-    A random route (``rff``, ``sliced``) draws ``size`` features or directions from ``key``: the
-    same draws at every call, so the term is a deterministic function of x and y. The target's
-    side (the draws, and its mean features or sorted projections) is computed once when the term
-    is built, in ``features``: the term then reads only the shape of the ``y`` it is given, which
-    must be that target.
+    A random route (``rff``, ``sliced``) draws ``size`` features or directions once, when the term
+    is built: ``features`` holds them with the target's side (its mean features or sorted
+    projections), so the term is a deterministic function of x and reads only the shape of the
+    ``y`` it is given, which must be that target.
     """
 
     kernel: AbstractKernel
     estimator: str = field(metadata={"static": True})
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
-    key: Any = None  # a jax.random key or None (JAX rebuilds the term from non-array placeholders)
     features: random_features.FeatureTarget | sliced.DirectionTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
