@@ -210,7 +210,10 @@ def check_kernel_has_features(kernel: AbstractKernel) -> None:
 
 
 def _frequency_counts(spectral: SpectralTerms, num_features: int) -> list[int]:
-    """Frequencies per spectral term: ``num_features / 2`` shared round robin."""
+    """Frequencies per spectral term: the ``num_features / 2`` dealt round robin.
+
+    Each of the K terms gets R // K of the R frequencies, the first R % K terms one more.
+    """
     frequencies, terms = num_features // 2, len(spectral)
     return [frequencies // terms + (index < frequencies % terms) for index in range(terms)]
 
