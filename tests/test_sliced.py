@@ -368,3 +368,21 @@ def test_the_float32_host_order_is_a_stable_argsort():
     np.testing.assert_array_equal(np.take_along_axis(values, order, -1), np.sort(values, -1))
     ties = order[0][np.isin(order[0], [0, 8])]
     assert ties.tolist() == [0, 8]  # equal values keep their order
+
+
+def test_on_accelerators_the_order_comes_from_a_sort_not_the_host():
+    # lowered for a GPU, where no GPU is needed: the NumPy callback is the CPU's branch only
+    from jax import export
+
+    samples = jax.ShapeDtypeStruct((30, 4), jnp.float32)
+    route = jax.jit(
+        lambda x, y: ms.mmd2(x, y, ms.Energy(), route="sliced", num_directions=8, key=jax.random.key(0))
+    )
+    merge = jax.jit(sliced.merge_order)
+    for function, shapes in (
+        (route, (samples, samples)),
+        (merge, (samples, jax.ShapeDtypeStruct((30, 6), jnp.float32))),
+    ):
+        module = export.export(function, platforms=["cuda"])(*shapes).mlir_module()
+        assert "callback" not in module
+        assert "callback" in function.lower(*shapes).as_text()  # here, on the CPU, the callback
