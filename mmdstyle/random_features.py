@@ -318,10 +318,8 @@ def rff_mmd2(
     enough for float32 cosines to be accurate.
     """
     frequencies, weights = draw_frequencies(spectral, key, num_features, x.shape[1], x.dtype)
-    centre = pooled_mean(x, y)
-    mean_x = _feature_means(x - centre, frequencies)
-    mean_y = _feature_means(y - centre, frequencies)
-    return mmd2_from_means(mean_x, mean_y, weights, x.shape[0], y.shape[0], unbiased=unbiased)
+    target = _feature_target(y, frequencies, weights, pooled_mean(x, y))
+    return rff_mmd2_to_target(x, target, unbiased=unbiased)
 
 
 def mmd2_from_means(
@@ -383,7 +381,16 @@ def feature_target(
     """
     check_enough_features(kernel, num_features)
     frequencies, weights = draw_frequencies(kernel, key, num_features, y.shape[1], y.dtype)
-    centre = jnp.mean(y, axis=0, keepdims=True)
+    return _feature_target(y, frequencies, weights, jnp.mean(y, axis=0, keepdims=True))
+
+
+def _feature_target(
+    y: Float[Array, "n d"],
+    frequencies: Float[Array, "R d"],
+    weights: Float[Array, " R"],
+    centre: Float[Array, "1 d"],
+) -> FeatureTarget:
+    """The target side of the estimate for samples y under the given draws, phases from ``centre``."""
     return FeatureTarget(frequencies, weights, centre, _feature_means(y - centre, frequencies), y.shape[0])
 
 
