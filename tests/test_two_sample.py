@@ -23,6 +23,9 @@ from tests import reference
 # cancel): 1e-12 is ~1e4 ulps of the terms.
 RTOL = 1e-10
 ATOL = 1e-12
+# Enough frequencies for a test's statistic on the random-feature route, few enough that each
+# program compiles and runs fast.
+RFF_FEATURES = 64
 
 
 @pytest.fixture
@@ -170,9 +173,12 @@ def test_unknown_or_impossible_methods_are_refused(shifted):
 # Calibration and power
 
 
-def test_null_p_values_are_roughly_uniform():
+@pytest.mark.parametrize("route", [{}, {"route": "rff", "num_features": RFF_FEATURES}], ids=["exact", "rff"])
+def test_null_p_values_are_roughly_uniform(route):
     # Under the null the permutation p-value is uniform on {1/100, ..., 100/100} (B = 99, exact
-    # at every sample size). Over 40 independent repetitions:
+    # at every sample size); on the rff route too, whatever the number of features, since the
+    # frequencies are drawn once per test (not from the labels), so the relabelled statistics
+    # stay exchangeable. Over 40 independent repetitions:
     # - #{p <= 0.05} ~ Binomial(40, 0.05), mean 2; P(> 8 of 40) ~ 1e-4, so the bound 0.2 holds
     #   unless the test is anti-conservative;
     # - the mean p has standard deviation sqrt(1/12 / 40) ~ 0.046 around 0.5; 0.3..0.7 is
@@ -184,7 +190,7 @@ def test_null_p_values_are_roughly_uniform():
         generator = np.random.default_rng(1000 + repetition)
         x, y = generator.normal(size=(50, 2)), generator.normal(size=(50, 2))
         kernel = ms.Gaussian(ms.median_bandwidth(x, y))
-        result = ms.mmd2_test(x, y, kernel, num_permutations=99, key=jax.random.key(repetition))
+        result = ms.mmd2_test(x, y, kernel, num_permutations=99, key=jax.random.key(repetition), **route)
         p_values.append(float(result.p_value))
     p_values = np.asarray(p_values)
     assert np.mean(p_values <= 0.05) <= 0.2
@@ -305,9 +311,6 @@ def test_bad_samples(rng):
 
 # ----------------------------------------------------------------------------------------------
 # The random-feature route: statistics from the pooled features, formed once
-
-# Enough frequencies for a test's statistic, few enough that each program compiles and runs fast.
-RFF_FEATURES = 64
 
 
 def _rff_mmd2(x, y, kernel, estimator, frequency_key):
@@ -439,26 +442,6 @@ def test_rff_test_refuses_what_mmd2_refuses(shifted):
         ms.mmd2_test(x, y, gaussian, B, estimator="linear", route="rff")
     with pytest.raises(ValueError, match="route='feature' needs"):
         ms.mmd2_test(x, y, gaussian, B, route="feature")
-
-
-def test_rff_null_p_values_are_roughly_uniform():
-    # As test_null_p_values_are_roughly_uniform, on the rff route: with the frequencies drawn
-    # once per test (not from the labels), the relabelled statistics are exchangeable under the
-    # null and the p-value is uniform on {1/100, ..., 1}, whatever the number of features. Same
-    # 40 repetitions and bounds: #{p <= 0.05} ~ Binomial(40, 0.05), P(> 8 of 40) ~ 1e-4; the
-    # mean p within +-4.4 standard deviations (0.046) of 0.5.
-    p_values = []
-    for repetition in range(40):
-        generator = np.random.default_rng(1000 + repetition)
-        x, y = generator.normal(size=(50, 2)), generator.normal(size=(50, 2))
-        kernel = ms.Gaussian(ms.median_bandwidth(x, y))
-        result = ms.mmd2_test(
-            x, y, kernel, 99, key=jax.random.key(repetition), route="rff", num_features=RFF_FEATURES
-        )
-        p_values.append(float(result.p_value))
-    p_values = np.asarray(p_values)
-    assert np.mean(p_values <= 0.05) <= 0.2
-    assert 0.3 <= np.mean(p_values) <= 0.7
 
 
 def test_rff_power_against_a_mean_shift():
