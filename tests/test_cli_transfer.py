@@ -124,7 +124,7 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         ),
         (
             ["synthesize", "--loss", "mmd:gaussian@rff", "--estimator", "linear"],
-            "the linear-time estimator has none",
+            "has no random route",
         ),
     ],
 )

@@ -158,11 +158,7 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
     for spec in {config.loss, *config.layer_losses.values()}:
         parsed = parse_style_spec(spec)  # a SpecError (a ValueError) points at the problem
         random_routes = random_routes or parsed.random
-        if parsed.random and config.estimator == "linear":
-            raise ValueError(
-                f"the loss {spec!r} takes a random route, which estimates the biased or unbiased MMD^2; "
-                "the linear-time estimator has none. Use the biased or unbiased estimator, or no '@route'."
-            )
+        parsed.check_estimator(config.estimator)
     if config.redraw_every and not random_routes:
         raise ValueError(
             f"redraw_every={config.redraw_every} redraws the frequencies or directions of random routes, "

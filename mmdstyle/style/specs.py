@@ -282,6 +282,23 @@ class StyleSpec:
         """Whether a term takes a random route (and so building needs a key)."""
         return any(atom.route in RANDOM_ROUTES for _, atom in self.terms)
 
+    def check_estimator(self, estimator: str) -> None:
+        """The estimator is known and every mmd term's route exists with it (checked without data).
+
+        Raises:
+            SpecError: an unknown estimator, or a route the estimator lacks (the linear-time
+                estimator has no random route).
+        """
+        if estimator not in ESTIMATORS:
+            raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+        for _, atom in self.terms:
+            if atom.kind != "mmd":
+                continue
+            try:
+                select_route((atom.kernel or KernelAtom("poly2")).build(None), estimator, atom.route)
+            except ValueError as error:
+                raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
+
     def build(
         self, target: Float[Array, "n d"], estimator: str = "biased", key: jax.Array | None = None
     ) -> StyleTerm:
@@ -294,8 +311,7 @@ class StyleSpec:
             SpecError: an unknown estimator, a random route without a key or with the
                 linear-time estimator, or a bandwidth of 0.
         """
-        if estimator not in ESTIMATORS:
-            raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+        self.check_estimator(estimator)
         if self.random and key is None:
             raise SpecError(
                 f"{self}: a random route needs a key to draw from; pass key=jax.random.key(seed)."
@@ -308,10 +324,6 @@ class StyleSpec:
                 term = BNTerm()
             else:
                 kernel = (atom.kernel or KernelAtom("poly2")).build(target)
-                try:
-                    select_route(kernel, estimator, atom.route)
-                except ValueError as error:
-                    raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
                 features = None  # the style's side of a random route's estimate, computed once
                 if atom.route == "rff":
