@@ -23,7 +23,14 @@ from mmdstyle._checks import check_sample_pair, check_samples, check_scalar
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Polynomial
 from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, mmd2
 
-__all__ = ["bn_style_loss", "content_loss", "gram_matrix", "gram_style_loss", "mmd_style_loss"]
+__all__ = [
+    "bn_style_loss",
+    "content_loss",
+    "gram_matrix",
+    "gram_style_loss",
+    "mmd2_to_style_loss",
+    "mmd_style_loss",
+]
 
 
 def gram_matrix(x: ArrayLike) -> Float[Array, "d d"]:
@@ -112,7 +119,6 @@ def mmd_style_loss(
     """
     x, y = check_sample_pair(x, y, allow_feature_map=True)
     kernel = Polynomial(2) if kernel is None else kernel
-    d = float(x.shape[1])
     value = mmd2(
         x,
         y,
@@ -124,7 +130,16 @@ def mmd_style_loss(
         num_directions=num_directions,
         key=key,
     )
-    return value / (4.0 * d**2)
+    return mmd2_to_style_loss(value, x.shape[1])
+
+
+def mmd2_to_style_loss(value: Float[Array, ""], channels: int) -> Float[Array, ""]:
+    """``MMD^2 / (4 d^2)`` for d channels: the MMD style loss from an MMD^2 however it was computed.
+
+    The one normalisation of :func:`mmd_style_loss`, for callers that form MMD^2 themselves (a
+    loss term against a fixed style's precomputed side).
+    """
+    return value / (4.0 * float(channels) ** 2)
 
 
 def bn_style_loss(

@@ -45,7 +45,7 @@ from mmdstyle import random_features, sliced
 from mmdstyle._checks import ESTIMATORS
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
-from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd_style_loss
+from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd2_to_style_loss, mmd_style_loss
 from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, mmd2, select_route
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
@@ -391,18 +391,17 @@ class MMDTerm:
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
             x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
+        if self.features is None:
+            return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
         unbiased = self.estimator == "unbiased"
         if isinstance(self.features, sliced.DirectionTarget):
-            return sliced.sliced_mmd2_to_target(x, self.features, unbiased=unbiased) / (
-                4.0 * float(x.shape[1]) ** 2
-            )
-        if self.features is not None:
+            value = sliced.sliced_mmd2_to_target(x, self.features, unbiased=unbiased)
+        else:
             value = random_features.rff_mmd2_to_target(x, self.features, unbiased=unbiased)
             _, exact = random_features.split_kernel(self.kernel)
             if exact is not None:
                 value = value + mmd2(x, y, exact, self.estimator, route="feature")
-            return value / (4.0 * float(x.shape[1]) ** 2)
-        return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
+        return mmd2_to_style_loss(value, x.shape[1])
 
 
 def _permutation(count: int) -> np.ndarray:
