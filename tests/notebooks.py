@@ -10,6 +10,8 @@ that raises is not written. The test suite (``tests/test_notebooks.py``) runs th
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,8 +44,23 @@ def execute(path: str | Path) -> nbformat.NotebookNode:
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,  # no timestamps in the stored file: diffs show only what changed
     )
-    client.execute()
+    client.execute(env=_reader_environment())
     return notebook
+
+
+def _reader_environment() -> dict[str, str]:
+    """This process's environment without an XLA optimisation level.
+
+    A notebook runs as a reader's does, at XLA's default level: the test suite compiles its own
+    programs at level 0 (tests/conftest.py), which would slow the notebooks' long runs.
+    """
+    environment = dict(os.environ)
+    flags = re.sub(r"--xla_backend_optimization_level=\S*", "", environment.get("XLA_FLAGS", "")).strip()
+    if flags:
+        environment["XLA_FLAGS"] = flags
+    else:
+        environment.pop("XLA_FLAGS", None)
+    return environment
 
 
 def store(path: str | Path) -> float:

@@ -12,7 +12,7 @@ import re
 import nbformat
 import pytest
 
-from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute, main
+from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, _reader_environment, execute, main
 
 #: The notebooks the project promises (the notebooks issue); more may be added.
 PROMISED = (
@@ -145,3 +145,11 @@ def test_refresh_command_stores_outputs_without_timestamps(tmp_path):
     assert [cell.execution_count for cell in stored.cells] == [1, 2]
     assert stored.cells[1].outputs[0].text == "42\n"
     assert all("execution" not in cell.metadata for cell in stored.cells)
+
+
+def test_the_notebooks_compile_at_xlas_default_level(monkeypatch):
+    # the suite compiles its own programs at level 0 (conftest.py); a notebook runs as a reader's
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_backend_optimization_level=0")
+    assert _reader_environment()["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert "XLA_FLAGS" not in _reader_environment()

@@ -12,7 +12,7 @@ import pytest
 import mmdstyle as ms
 from mmdstyle.features import random_vgg19
 from mmdstyle.style.engine import pairwise_route_advice, stage_images, synthesize, transfer
-from mmdstyle.style.objective import Objective, TransferConfig, total_variation
+from mmdstyle.style.objective import TransferConfig, total_variation
 from tests.helpers import count_compilations
 
 WIDTHS = ((4, 4), (8, 8), (8,) * 4, (8,) * 4, (8,) * 4)
@@ -375,7 +375,7 @@ def test_a_large_layer_on_the_exact_pairwise_route_gets_advice(network, images):
     def advice(loss, size):
         settings = config(loss=loss, size=size)
         _, styles, shape = stage_images(settings, None, [style], size)
-        return pairwise_route_advice(Objective(settings, network, None, styles), (*shape, 3), network)
+        return pairwise_route_advice(settings, network, (*shape, 3), [image.shape for image in styles])
 
     # relu1_1 at 136 px: 18,496 positions, over the 16,384 that call for a word
     assert "@rff(1024)" in advice("mmd:gaussian(sigma=median)", 136)

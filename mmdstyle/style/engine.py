@@ -28,10 +28,9 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from mmdstyle.features.layers import ExtractorArgument
+from mmdstyle.features.layers import ExtractorArgument, resolve_layers
 from mmdstyle.features.progress import progress_bar
 from mmdstyle.features.registry import extractor_or_default
-from mmdstyle.mmd import select_route
 from mmdstyle.style.images import fit_within, luminance_transfer, resize
 from mmdstyle.style.lbfgs import HostLBFGS
 from mmdstyle.style.objective import Objective, TransferConfig, check_config, with_default_weights
@@ -420,21 +419,25 @@ def transfer(
     balance = config.style_weight is None and not _is_gram(config)
     config = with_default_weights(config, extractor)
     config = with_default_init(config, content)
-    if balance:
-        beta = balanced_style_weight(config, extractor, content, styles)
-        config = dataclasses.replace(config, style_weight=beta)
     history: list[dict] = []
     image = None
     stopped = None
     bar = _progress_bar(config, progress)
     for stage, size in enumerate(config.stages()):
         stage_content, style_images, shape = stage_images(config, content, styles, size)
-        objective = Objective(config, extractor, stage_content, style_images, stage=stage)
-        start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
-        advice = pairwise_route_advice(objective, (*shape, 3), extractor)
+        # before anything is computed: building the objective of such a layer takes a while too
+        style_shapes = [style.shape for style in style_images]
+        advice = pairwise_route_advice(config, extractor, (*shape, 3), style_shapes)
         if advice and advice not in _advised:  # once per process
             _advised.add(advice)
             print(f"mmdstyle: {advice}", file=sys.stderr)
+        objective = Objective(config, extractor, stage_content, style_images, stage=stage)
+        start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
+        if balance and stage == 0:  # the first stage's objective serves the balance, then the run
+            strength = _strength(objective, extractor, start)
+            beta = balanced_style_weight(config, extractor, content, styles, strength=strength)
+            config = dataclasses.replace(config, style_weight=beta)
+            objective = objective.with_config(config)
 
         def report(
             step: int, current: np.ndarray, records: list[dict], stage: int = stage, size: int = size
@@ -490,35 +493,44 @@ PAIRWISE_WARNING_POSITIONS = 16384
 _advised: set[str] = set()
 
 
-def pairwise_route_advice(objective: Objective, image_shape: tuple[int, ...], extractor: Any) -> str | None:
+def pairwise_route_advice(
+    config: TransferConfig,
+    extractor: Any,
+    image_shape: tuple[int, ...],
+    style_shapes: Sequence[tuple[int, ...]],
+) -> str | None:
     """A sentence on the cost of the exact pairwise route where a style layer has over 16k positions.
 
     The pairwise route costs O((m^2 + n^2 + mn) d) per step: at 256 px, VGG's relu1_1 (m = 65,536,
     d = 64) takes minutes a step on a CPU, where the random routes cost about what a Gram step does.
+    Read from the settings and the shapes of the stage's image and style images alone: nothing
+    is computed.
     """
-    maps = jax.eval_shape(
-        lambda image: extractor(image, objective.style_layers), jax.ShapeDtypeStruct(image_shape, jnp.float32)
-    )
+    layers = resolve_layers(extractor, config.style_layers, role="style")
+
+    def sizes(shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+        """(positions, channels) of each style layer's map for an image of this shape."""
+        image = jax.ShapeDtypeStruct(shape, jnp.float32)
+        maps = jax.eval_shape(lambda image: extractor(image, layers), image)
+        return {layer: (int(np.prod(maps[layer].shape[:-1])), int(maps[layer].shape[-1])) for layer in layers}
+
+    image_sizes, style_sizes = sizes(image_shape), [sizes(tuple(shape)) for shape in style_shapes]
     slow = []
-    for layer in objective.style_layers:
-        m = int(np.prod(maps[layer].shape[:-1]))
-        d = int(maps[layer].shape[-1])
-        for weighted, target in zip(objective.terms[layer], objective.targets["style"][layer], strict=True):
-            for term in getattr(weighted, "terms", ()):
-                if getattr(term, "route", None) not in ("auto", "pairwise"):
-                    continue
-                if select_route(term.kernel, term.estimator, term.route) != "pairwise":
-                    continue
-                n = int(target.shape[0])
-                if max(m, n) > PAIRWISE_WARNING_POSITIONS:
-                    slow.append((layer, m, d, (m * m + n * n + m * n) * d / 64.0 / PAIRWISE_RATE))
+    for layer in layers:
+        spec = parse_style_spec(config.layer_losses.get(layer, config.loss))
+        pairwise_terms = spec.routes(config.estimator).count("pairwise")
+        (m, d) = image_sizes[layer]
+        for n in (sizes[layer][0] for sizes in style_sizes):
+            if pairwise_terms and max(m, n) > PAIRWISE_WARNING_POSITIONS:
+                seconds = pairwise_terms * (m * m + n * n + m * n) * d / 64.0 / PAIRWISE_RATE
+                slow.append((layer, m, d, seconds))
     if not slow:
         return None
     seconds = sum(estimate for *_, estimate in slow)
-    layers = ", ".join(f"{layer} ({m} positions, {d} channels)" for layer, m, d, _ in slow)
+    named = ", ".join(dict.fromkeys(f"{layer} ({m} positions, {d} channels)" for layer, m, d, _ in slow))
     return (
-        f"the exact pairwise route costs O(m^2 d) per step on {layers}: about {seconds:.0f} s a step for "
-        "these layers on a 2-core CPU (GPUs: far less). For Gaussian kernels, '@rff(1024)' after the "
+        f"the exact pairwise route costs O(m^2 d) per step on {named}: about {seconds:.0f} s a step "
+        "for these layers on a 2-core CPU (GPUs: far less). For Gaussian kernels, '@rff(1024)' after the "
         "kernel (e.g. mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024)) costs about what a Gram step "
         "costs; for the energy distance, '@sliced(256)'."
     )
@@ -539,9 +551,14 @@ def style_strength(
         ValueError: the style term is 0 or not finite there, so it cannot be balanced.
     """
     stage_content, stage_styles, shape = stage_images(config, content, styles, config.stages()[0])
-    start = np.asarray(initial_image(config, stage_content, shape), np.float32)
-    objective = Objective(config, extractor, stage_content, stage_styles)
-    terms = objective.terms_of(jnp.asarray(start, config.dtype), extractor)
+    start = initial_image(config, stage_content, shape)
+    return _strength(Objective(config, extractor, stage_content, stage_styles), extractor, start)
+
+
+def _strength(objective: Objective, extractor: Any, image: np.ndarray) -> float:
+    """The objective's ``sum_l w_l L_style^l`` at ``image``; a ValueError where it cannot be balanced."""
+    config = objective.config
+    terms = objective.terms_of(jnp.asarray(np.asarray(image, np.float32), config.dtype), extractor)
     strength = float(objective.weighted_style(terms))
     if not (np.isfinite(strength) and strength > 0):
         raise ValueError(
@@ -552,7 +569,12 @@ def style_strength(
 
 
 def balanced_style_weight(
-    config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: Sequence[np.ndarray]
+    config: TransferConfig,
+    extractor: Any,
+    content: np.ndarray | None,
+    styles: Sequence[np.ndarray],
+    *,
+    strength: float | None = None,
 ) -> float:
     """Beta for ``config``'s loss such that its style term starts where the Gram loss's would.
 
@@ -561,10 +583,14 @@ def balanced_style_weight(
     extractor's default beta (``config.style_weight``, filled in by ``with_default_weights``) is
     tuned for the Gram loss; it is scaled by ``strength(gram) / strength(loss)`` at the starting
     image, the balance that :func:`mmdstyle.analysis.compare_losses` applies between losses.
+    :func:`transfer` applies it to an unset beta, passing the ``strength`` of the loss at the
+    start, which it has from the objective it runs (else it is computed here).
     """
     gram = dataclasses.replace(config, loss="gram", layer_losses={})
     gram_strength = style_strength(gram, extractor, content, styles)
-    return float(config.style_weight * gram_strength / style_strength(config, extractor, content, styles))
+    if strength is None:
+        strength = style_strength(config, extractor, content, styles)
+    return float(config.style_weight * gram_strength / strength)
 
 
 def synthesize(

@@ -18,6 +18,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -183,6 +184,14 @@ def with_default_weights(config: TransferConfig, extractor: Any) -> TransferConf
     )
 
 
+def _weights(config: TransferConfig) -> tuple[float | None, float | None, float]:
+    """(beta, alpha, TV weight) as floats, whatever the user wrote: an int would be another program's."""
+    return tuple(
+        None if weight is None else float(weight)
+        for weight in (config.style_weight, config.content_weight, config.tv_weight)
+    )
+
+
 @jax.tree_util.register_pytree_node_class
 class Objective:
     """The objective of one stage: ``objective.total(objective.terms_of(image, extractor))``.
@@ -225,10 +234,7 @@ class Objective:
         self.layer_weights = tuple(float(weight) for weight in layer_weights)
         blend = np.asarray(config.style_blend_weights or (1.0,) * len(styles), np.float64)
         self.blend = tuple(float(b) for b in blend / blend.sum())
-        self.weights = tuple(
-            None if weight is None else float(weight)
-            for weight in (config.style_weight, config.content_weight, config.tv_weight)
-        )
+        self.weights = _weights(config)
         self.has_tv = bool(config.tv_weight)
         specs: dict[str, StyleSpec] = {
             layer: parse_style_spec(config.layer_losses.get(layer, config.loss))
@@ -254,6 +260,16 @@ class Objective:
             ]
             for index, layer in enumerate(self.style_layers)
         }
+
+    def with_config(self, config: TransferConfig) -> Objective:
+        """This objective with the weights of ``config`` (beta, alpha, the TV weight), not rebuilt.
+
+        Only the weights may differ: the targets and terms are this objective's.
+        """
+        objective = copy.copy(self)
+        objective.config = config
+        objective.weights = _weights(config)
+        return objective
 
     @property
     def layers(self) -> tuple[str, ...]:

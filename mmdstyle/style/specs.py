@@ -289,15 +289,27 @@ class StyleSpec:
             SpecError: an unknown estimator, or a route the estimator lacks (the linear-time
                 estimator has no random route).
         """
+        self.routes(estimator)
+
+    def routes(self, estimator: str) -> tuple[str, ...]:
+        """The route each mmd term takes with ``estimator`` (:func:`mmdstyle.mmd.select_route`).
+
+        Raises:
+            SpecError: as :meth:`check_estimator`.
+        """
         if estimator not in ESTIMATORS:
             raise SpecError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+        routes = []
         for _, atom in self.terms:
             if atom.kind != "mmd":
                 continue
             try:
-                select_route((atom.kernel or KernelAtom("poly2")).build(None), estimator, atom.route)
+                routes.append(
+                    select_route((atom.kernel or KernelAtom("poly2")).build(None), estimator, atom.route)
+                )
             except ValueError as error:
                 raise SpecError(f"{atom} with the {estimator} estimator: {error}") from None
+        return tuple(routes)
 
     def build(
         self, target: Float[Array, "n d"], estimator: str = "biased", key: jax.Array | None = None
