@@ -34,9 +34,7 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,16 +54,7 @@ from mmdstyle._checks import (
 )
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean
 
-__all__ = [
-    "RANDOM_ROUTES",
-    "ROUTES",
-    "PairwiseTarget",
-    "default_block_size",
-    "mmd2",
-    "pairwise_mmd2_to_target",
-    "pairwise_target",
-    "select_route",
-]
+__all__ = ["RANDOM_ROUTES", "ROUTES", "default_block_size", "mmd2", "select_route"]
 
 ROUTES = ("auto", "feature", "pairwise", "rff", "sliced")
 #: The routes that estimate the exact value from random draws (frequencies, directions).
@@ -473,93 +462,19 @@ def pairwise_mmd2(
     block_size: int,
 ) -> Float[Array, ""]:
     """MMD^2 from blocked kernel sums; works for every kernel."""
-    # Centring is exact for kernels whose MMD is shift invariant, and it shrinks the
-    # ||a||^2 + ||b||^2 - 2 a^T b cancellation.
-    centre = pooled_mean(x, y) if kernel.mmd_shift_invariant else None
-    target = _pairwise_target(y, kernel, centre, unbiased=unbiased, block_size=block_size)
-    return pairwise_mmd2_to_target(x, target, kernel, block_size=block_size)
-
-
-def _within(
-    kernel: AbstractKernel, samples: Float[Array, "n d"], *, unbiased: bool, block_size: int
-) -> Float[Array, ""]:
-    """One sample set's term of the estimate: ``sum_{i != j} k / (n(n-1))``, or ``sum_ij k / n^2``."""
-    off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
-    n = float(samples.shape[0])
-    return off_diagonal / (n * (n - 1.0)) if unbiased else (off_diagonal + diagonal) / n**2
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class PairwiseTarget:
-    """One sample set's side of the pairwise route, computed once: for a loss against a fixed target.
-
-    A style loss compares a changing image with the same style features at every step: their
-    own kernel sum, a third of the route's work, is a constant. It is a constant of the kernel's
-    parameters too (a data-driven bandwidth fixed when the target is built).
-
-    Attributes:
-      samples: the target's samples (n, d), less ``centre``.
-      centre: (1, d): the target's mean for kernels whose MMD is shift invariant, else zeros;
-        the other sample is shifted by it too.
-      within: the target's term of the estimate (:func:`_within`).
-      unbiased: the estimator.
-    """
-
-    # plain annotations: JAX rebuilds this pytree from placeholders that are not arrays
-    samples: Any  # (n, d)
-    centre: Any  # (1, d)
-    within: Any  # ()
-    unbiased: bool = dataclasses.field(metadata={"static": True})
-
-
-def pairwise_target(
-    y: Float[Array, "n d"], kernel: AbstractKernel, estimator: str, block_size: int | None = None
-) -> PairwiseTarget:
-    """``y``'s side of the pairwise route's biased or unbiased estimate under ``kernel``.
-
-    ``pairwise_mmd2_to_target(x, pairwise_target(y, kernel, estimator), kernel)`` is
-    ``mmd2(x, y, kernel, estimator, route="pairwise")`` up to rounding (the samples are centred
-    on y's mean instead of the pooled one), at two thirds of the cost.
-    """
-    check_choice("estimator", estimator, ("biased", "unbiased"))
-    n = y.shape[0]
-    centre = jnp.mean(y, axis=0, keepdims=True) if kernel.mmd_shift_invariant else None
-    block_size = default_block_size(n, n) if block_size is None else block_size
-    return _pairwise_target(y, kernel, centre, unbiased=estimator == "unbiased", block_size=block_size)
-
-
-@functools.partial(jax.jit, static_argnames=("unbiased", "block_size"))
-def _pairwise_target(
-    y: Float[Array, "n d"],
-    kernel: AbstractKernel,
-    centre: Float[Array, "1 d"] | None,
-    *,
-    unbiased: bool,
-    block_size: int,
-) -> PairwiseTarget:
-    centre = jnp.zeros((1, y.shape[1]), y.dtype) if centre is None else centre
-    samples = y - centre
-    within = _within(kernel, samples, unbiased=unbiased, block_size=block_size)
-    return PairwiseTarget(samples, centre, within, unbiased)
-
-
-@functools.partial(jax.jit, static_argnames="block_size")
-def pairwise_mmd2_to_target(
-    x: Float[Array, "m d"], target: PairwiseTarget, kernel: AbstractKernel, *, block_size: int | None = None
-) -> Float[Array, ""]:
-    """The pairwise route's estimate of x against a target built by :func:`pairwise_target`.
-
-    Forms the x-x and x-y kernel sums only (block size: :func:`default_block_size` by default).
-    Compiled with the kernel as an argument: called outside jit, its scans would otherwise be
-    compiled again for every new bandwidth.
-    """
-    y = target.samples
-    m, n = x.shape[0], y.shape[0]
-    block_size = default_block_size(m, n) if block_size is None else block_size
-    x = x - target.centre
-    within_x = _within(kernel, x, unbiased=target.unbiased, block_size=block_size)
-    return within_x + target.within - 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (float(m) * n)
+    if kernel.mmd_shift_invariant:
+        # Exact for such kernels, and it shrinks ||a||^2 + ||b||^2 - 2 a^T b cancellation.
+        centre = pooled_mean(x, y)
+        x, y = x - centre, y - centre
+    m, n = float(x.shape[0]), float(y.shape[0])
+    xx_off_diagonal, xx_diagonal = symmetric_kernel_sum(kernel, x, block_size)
+    yy_off_diagonal, yy_diagonal = symmetric_kernel_sum(kernel, y, block_size)
+    xy = cross_kernel_sum(kernel, x, y, block_size)
+    if unbiased:
+        within = xx_off_diagonal / (m * (m - 1.0)) + yy_off_diagonal / (n * (n - 1.0))
+    else:
+        within = (xx_off_diagonal + xx_diagonal) / m**2 + (yy_off_diagonal + yy_diagonal) / n**2
+    return within - 2.0 * xy / (m * n)
 
 
 # ----------------------------------------------------------------------------------------------

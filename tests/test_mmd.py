@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
-from mmdstyle.mmd import default_block_size, pairwise_mmd2_to_target, pairwise_target
+from mmdstyle.mmd import default_block_size
 from tests import reference
 
 ESTIMATORS = ["biased", "unbiased", "linear"]
@@ -204,34 +204,6 @@ def test_pairwise_gradient_equals_dense_gradient(rng, name, estimator):
     expected = jax.jit(jax.grad(dense, argnums=(0, 1)))(jnp.asarray(x), jnp.asarray(y))
     for got, want in zip(blocked, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
-
-
-# kernels centred (Gaussian, energy) or not (poly3); blocks with wrapping windows, one tile, the default
-@pytest.mark.parametrize(("name", "block_size"), [("gaussian", 4), ("energy", 100), ("poly3", None)])
-@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
-def test_a_pairwise_target_gives_the_routes_value_and_gradient(rng, name, estimator, block_size):
-    # The target keeps y's own kernel sum; x's sums around it give mmd2's value and gradient.
-    kernel, _ = KERNELS[name]
-    x, y = samples(rng, 13, 9, 3)
-    target = pairwise_target(jnp.asarray(y), kernel, estimator, block_size)
-
-    @jax.jit
-    def both(x):
-        routed = jax.value_and_grad(lambda a: ms.mmd2(a, y, kernel, estimator, block_size, "pairwise"))(x)
-        targeted = jax.value_and_grad(
-            lambda a: pairwise_mmd2_to_target(a, target, kernel, block_size=block_size)
-        )(x)
-        return routed, targeted
-
-    (value, gradient), (target_value, target_gradient) = both(jnp.asarray(x))
-    # centred on y's mean instead of the pooled one: the same sums up to float64 rounding
-    np.testing.assert_allclose(target_value, value, rtol=1e-12)
-    np.testing.assert_allclose(target_gradient, gradient, rtol=1e-10, atol=1e-14)
-    # only x is read: y's samples are the target's
-    other = pairwise_mmd2_to_target(jnp.asarray(x), target, kernel, block_size=block_size)
-    np.testing.assert_allclose(other, value, rtol=1e-12)
-    with pytest.raises(ValueError, match="estimator must be one of"):
-        pairwise_target(jnp.asarray(y), kernel, "linear")
 
 
 def test_gradient_with_respect_to_the_bandwidth(rng):

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
-from mmdstyle.mmd import PairwiseTarget
 from mmdstyle.style.specs import SpecError, parse_kernel_spec, parse_style_spec, split_specs
 
 
@@ -94,19 +93,6 @@ def test_a_random_route_term_draws_once_from_its_key(samples, estimator, spec, k
     # the pooled mean: the same value up to float64 rounding)
     np.testing.assert_allclose(term(x, y), direct(x), rtol=1e-10)
     np.testing.assert_allclose(jax.grad(lambda x: term(x, y))(x), jax.grad(direct)(x), rtol=1e-8, atol=1e-14)
-
-
-@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
-def test_a_pairwise_term_keeps_the_styles_own_kernel_sum(samples, estimator):
-    # the style's side is summed once, when the term is built: a step sums x's pairs only
-    x, y = samples
-    term = parse_style_spec("mmd:gaussian(sigma=median)").build(y, estimator)
-    assert isinstance(term.terms[0].features, PairwiseTarget)
-    expected = ms.mmd_style_loss(x, y, ms.Gaussian(ms.median_bandwidth(y)), estimator)
-    np.testing.assert_allclose(term(x, y), expected, rtol=1e-12)
-    # the samples given as y are not read again (only their shape)
-    np.testing.assert_allclose(term(x, jnp.zeros_like(y)), expected, rtol=1e-12)
-    assert parse_style_spec("mmd:linear").build(y, estimator).terms[0].features is None  # feature route
 
 
 def test_a_random_route_needs_a_key_and_an_all_pairs_estimator(samples):

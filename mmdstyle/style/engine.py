@@ -501,9 +501,8 @@ def pairwise_route_advice(
 ) -> str | None:
     """A sentence on the cost of the exact pairwise route where a style layer has over 16k positions.
 
-    The pairwise route costs O((m^2 + mn) d) per step (the style's own n^2 pairs are summed once,
-    when the objective is built): at 256 px, VGG's relu1_1 (m = 65,536, d = 64) takes minutes a
-    step on a CPU, where the random routes cost about what a Gram step does.
+    The pairwise route costs O((m^2 + n^2 + mn) d) per step: at 256 px, VGG's relu1_1 (m = 65,536,
+    d = 64) takes minutes a step on a CPU, where the random routes cost about what a Gram step does.
     Read from the settings and the shapes of the stage's image and style images alone: nothing
     is computed.
     """
@@ -523,7 +522,7 @@ def pairwise_route_advice(
         (m, d) = image_sizes[layer]
         for n in (sizes[layer][0] for sizes in style_sizes):
             if pairwise_terms and max(m, n) > PAIRWISE_WARNING_POSITIONS:
-                seconds = pairwise_terms * (m * m + m * n) * d / 64.0 / PAIRWISE_RATE
+                seconds = pairwise_terms * (m * m + n * n + m * n) * d / 64.0 / PAIRWISE_RATE
                 slow.append((layer, m, d, seconds))
     if not slow:
         return None

@@ -46,16 +46,7 @@ from mmdstyle._checks import ESTIMATORS
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
 from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd2_to_style_loss, mmd_style_loss
-from mmdstyle.mmd import (
-    DEFAULT_NUM_DIRECTIONS,
-    DEFAULT_NUM_FEATURES,
-    RANDOM_ROUTES,
-    PairwiseTarget,
-    mmd2,
-    pairwise_mmd2_to_target,
-    pairwise_target,
-    select_route,
-)
+from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, mmd2, select_route
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
@@ -346,13 +337,11 @@ class StyleSpec:
             else:
                 kernel = (atom.kernel or KernelAtom("poly2")).build(target)
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
-                features = None  # the style's side of the estimate, computed once
+                features = None  # the style's side of a random route's estimate, computed once
                 if atom.route == "rff":
                     features = random_features.feature_target(target, kernel, term_key, atom.size)
                 elif atom.route == "sliced":
                     features = sliced.direction_target(target, kernel, term_key, atom.size)
-                elif select_route(kernel, estimator, atom.route) == "pairwise":
-                    features = pairwise_target(target, kernel, estimator)
                 term = MMDTerm(kernel, estimator, atom.route, atom.size, features)
             weights.append(weight)
             terms.append(term)
@@ -396,15 +385,14 @@ class MMDTerm:
     A random route (``rff``, ``sliced``) draws ``size`` features or directions once, when the term
     is built: ``features`` holds them with the target's side (its mean features or sorted
     projections), so the term is a deterministic function of x and reads only the shape of the
-    ``y`` it is given, which must be that target. The pairwise route's ``features`` hold the
-    target's own kernel sum, so a step sums the x-x and x-y pairs only.
+    ``y`` it is given, which must be that target.
     """
 
     kernel: AbstractKernel
     estimator: str = field(metadata={"static": True})
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
-    features: random_features.FeatureTarget | sliced.DirectionTarget | PairwiseTarget | None = None
+    features: random_features.FeatureTarget | sliced.DirectionTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -418,9 +406,7 @@ class MMDTerm:
         if self.features is None:
             return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
         unbiased = self.estimator == "unbiased"
-        if isinstance(self.features, PairwiseTarget):
-            value = pairwise_mmd2_to_target(x, self.features, self.kernel)
-        elif isinstance(self.features, sliced.DirectionTarget):
+        if isinstance(self.features, sliced.DirectionTarget):
             value = sliced.sliced_mmd2_to_target(x, self.features, unbiased=unbiased)
         else:
             value = random_features.rff_mmd2_to_target(x, self.features, unbiased=unbiased)
