@@ -83,8 +83,8 @@ def pooled_mean(x: Float[Array, "m d"], y: Float[Array, "n d"]) -> Float[Array, 
     the value does not depend on the shift, neither does its gradient, exactly: the shift is a
     constant to differentiation (``lax.stop_gradient``). Otherwise it would tie y's own kernel
     sum to x and the backward pass would differentiate that sum too, for nothing (a Gaussian
-    MMD^2's value and gradient in x, m = n = 16384, d = 64: 5.4 s -> 3.2 s on 2 cores,
-    ``benchmarks/bench_pairwise_target.py``).
+    MMD^2's value and gradient in x, m = n = 16384, d = 64: 5.2 s -> 3.3 s on 2 cores,
+    ``benchmarks/bench_centre_gradient.py``).
     """
     total = jnp.sum(x, axis=0, keepdims=True) + jnp.sum(y, axis=0, keepdims=True)
     return lax.stop_gradient(total / float(x.shape[0] + y.shape[0]))
