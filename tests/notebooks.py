@@ -44,11 +44,11 @@ def execute(path: str | Path) -> nbformat.NotebookNode:
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,  # no timestamps in the stored file: diffs show only what changed
     )
-    client.execute(env=_reader_environment())
+    client.execute(env=reader_environment())
     return notebook
 
 
-def _reader_environment() -> dict[str, str]:
+def reader_environment() -> dict[str, str]:
     """This process's environment without an XLA optimisation level.
 
     A notebook runs as a reader's does, at XLA's default level: the test suite compiles its own

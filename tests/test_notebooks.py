@@ -12,7 +12,7 @@ import re
 import nbformat
 import pytest
 
-from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, _reader_environment, execute, main
+from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute, main, reader_environment
 
 #: The notebooks the project promises (the notebooks issue); more may be added.
 PROMISED = (
@@ -150,6 +150,6 @@ def test_refresh_command_stores_outputs_without_timestamps(tmp_path):
 def test_the_notebooks_compile_at_xlas_default_level(monkeypatch):
     # the suite compiles its own programs at level 0 (conftest.py); a notebook runs as a reader's
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_backend_optimization_level=0")
-    assert _reader_environment()["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    assert reader_environment()["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    assert "XLA_FLAGS" not in _reader_environment()
+    assert "XLA_FLAGS" not in reader_environment()
