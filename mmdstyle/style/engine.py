@@ -506,23 +506,29 @@ def pairwise_route_advice(
     Read from the settings and the shapes of the stage's image and style images alone: nothing
     is computed.
     """
-    layers = resolve_layers(extractor, config.style_layers, role="style")
+    # the style layers whose loss has terms on the pairwise route, and how many; shapes only for them
+    pairwise = {}
+    for layer in resolve_layers(extractor, config.style_layers, role="style"):
+        spec = parse_style_spec(config.layer_losses.get(layer, config.loss))
+        pairwise[layer] = spec.routes(config.estimator).count("pairwise")
+    layers = tuple(layer for layer, count in pairwise.items() if count)
+    if not layers:
+        return None
 
-    def sizes(shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-        """(positions, channels) of each style layer's map for an image of this shape."""
-        image = jax.ShapeDtypeStruct(shape, jnp.float32)
+    def positions_and_channels(shape: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+        """(positions, channels) of each of those layers' maps for an image of this shape."""
+        image = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
         maps = jax.eval_shape(lambda image: extractor(image, layers), image)
         return {layer: (int(np.prod(maps[layer].shape[:-1])), int(maps[layer].shape[-1])) for layer in layers}
 
-    image_sizes, style_sizes = sizes(image_shape), [sizes(tuple(shape)) for shape in style_shapes]
+    image_sizes = positions_and_channels(image_shape)
+    style_sizes = [positions_and_channels(shape) for shape in style_shapes]
     slow = []
     for layer in layers:
-        spec = parse_style_spec(config.layer_losses.get(layer, config.loss))
-        pairwise_terms = spec.routes(config.estimator).count("pairwise")
-        (m, d) = image_sizes[layer]
-        for n in (sizes[layer][0] for sizes in style_sizes):
-            if pairwise_terms and max(m, n) > PAIRWISE_WARNING_POSITIONS:
-                seconds = pairwise_terms * (m * m + n * n + m * n) * d / 64.0 / PAIRWISE_RATE
+        m, d = image_sizes[layer]
+        for n, _ in (sizes[layer] for sizes in style_sizes):
+            if max(m, n) > PAIRWISE_WARNING_POSITIONS:
+                seconds = pairwise[layer] * (m * m + n * n + m * n) * d / 64.0 / PAIRWISE_RATE
                 slow.append((layer, m, d, seconds))
     if not slow:
         return None
