@@ -33,6 +33,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_scalar, is_traced
+from mmdstyle._pytrees import register_fields
 
 __all__ = [
     "AbstractKernel",
@@ -150,21 +151,7 @@ class AbstractKernel(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-
-        def flatten(kernel: AbstractKernel) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-            children = tuple(getattr(kernel, name) for name in cls._children)
-            static = tuple(getattr(kernel, name) for name in cls._static)
-            return children, static
-
-        def unflatten(static: tuple[Any, ...], children: Sequence[Any]) -> AbstractKernel:
-            kernel = object.__new__(cls)
-            for name, value in zip(cls._children, children, strict=True):
-                object.__setattr__(kernel, name, value)
-            for name, value in zip(cls._static, static, strict=True):
-                object.__setattr__(kernel, name, value)
-            return kernel
-
-        jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+        register_fields(cls, cls._children, cls._static)
 
     def __repr__(self) -> str:
         fields = ", ".join(

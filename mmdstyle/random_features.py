@@ -46,6 +46,7 @@ from jax import lax
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
+from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import (
     HIGHEST,
     AbstractKernel,
@@ -343,7 +344,7 @@ def mmd2_from_means(
     return value + within_x + within_y
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class FeatureTarget:
     """One sample set's side of the route, computed once: for a loss against a fixed target.

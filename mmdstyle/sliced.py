@@ -64,6 +64,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from mmdstyle._checks import check_integer
+from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Energy, ScaledKernel, orthogonal_normal, pooled_mean
 
 __all__ = [
@@ -255,7 +256,7 @@ def _host_merge_order(x: ArrayLike, y_sorted: ArrayLike) -> np.ndarray:
     return order.reshape(*batch, m + n)
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class DirectionTarget:
     """One sample set's side of the sliced route, computed once: for a loss against a fixed target.

@@ -38,6 +38,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from mmdstyle import random_features
 from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_integer, check_sample_pair
+from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean
 from mmdstyle.mmd import (
     DEFAULT_NUM_FEATURES,
@@ -64,7 +65,7 @@ MATRIX_SAMPLES = 4096
 LABEL_CHUNK_ELEMENTS = 2**24
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class TwoSampleTestResult:
     """The outcome of :func:`mmd2_test`.

@@ -258,3 +258,14 @@ def test_lists_of_specs_split_at_commas_outside_parentheses():
     assert split_specs("gram, mmd:poly(degree=3, c=1),bn") == ("gram", "mmd:poly(degree=3, c=1)", "bn")
     assert split_specs("mmd:(linear + gaussian(sigma=1)), ,") == ("mmd:(linear + gaussian(sigma=1))",)
     assert split_specs("") == ()
+
+
+def test_terms_of_different_kinds_have_different_structures(samples):
+    # A structure is a compiled step's cache key: a BN term mistaken for a Gram term (both have no
+    # fields) would run the Gram loss's program
+    _, y = samples
+    specs = ["gram", "bn", "mmd:linear", "mmd:gaussian(sigma=1)", "mmd:laplacian(sigma=1)", "0.5*bn"]
+    structures = [jax.tree_util.tree_structure(parse_style_spec(spec).build(y)) for spec in specs]
+    for i, first in enumerate(structures):
+        for j, second in enumerate(structures):
+            assert (first == second) == (i == j), (specs[i], specs[j])

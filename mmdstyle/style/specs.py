@@ -43,6 +43,7 @@ from jaxtyping import Array, Float
 
 from mmdstyle import random_features, sliced
 from mmdstyle._checks import ESTIMATORS
+from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
 from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd2_to_style_loss, mmd_style_loss
@@ -352,7 +353,7 @@ class StyleSpec:
 # of the compiled transfer step, so one program serves every style image of the same shapes.
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclass(frozen=True)
 class GramTerm:
     """Gatys' Gram loss; for unequal sample counts its natural form ||G_x/m - G_y/n||^2 / (4 d^2).
@@ -367,7 +368,7 @@ class GramTerm:
         return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclass(frozen=True)
 class BNTerm:
     """Li et al.'s BN-statistics loss (:func:`mmdstyle.bn_style_loss`)."""
@@ -377,7 +378,7 @@ class BNTerm:
         return bn_style_loss(x, y)
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclass(frozen=True)
 class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
@@ -420,7 +421,7 @@ def _permutation(count: int) -> np.ndarray:
     return np.random.default_rng(count).permutation(count)
 
 
-@jax.tree_util.register_dataclass
+@pytree_dataclass
 @dataclass(frozen=True)
 class WeightedTerms:
     """``sum_i weights[i] * terms[i](x, y)``: a spec's weighted sum, as the engine evaluates it."""
