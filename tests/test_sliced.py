@@ -342,20 +342,25 @@ def test_a_fixed_target_gives_the_routes_value_and_gradient(estimator):
     np.testing.assert_allclose(jax.grad(fixed)(x), jax.grad(routed)(x), rtol=1e-9, atol=1e-15)
 
 
-def test_the_merge_order_sorts_both_samples_on_host_and_device(rng):
-    x = rng.normal(size=(3, 7))
-    y = np.sort(rng.normal(size=(3, 5)), axis=-1)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_merge_order_sorts_both_samples_on_host_and_device(rng, dtype):
+    x = rng.normal(size=(3, 7)).astype(dtype)
+    y = np.sort(rng.normal(size=(3, 5)), axis=-1).astype(dtype)
     y[0, 2] = x[0, 1]  # a tie across the samples
+    y[1, 3] = y[1, 4]  # and within y
+    x[2, 5] = x[2, 0]  # and within x
     y = np.sort(y, axis=-1)
     values = np.concatenate([x, y], axis=-1)
     expected = np.sort(values, axis=-1)
-    for order in (
-        sliced.merge_order(jnp.asarray(x), jnp.asarray(y)),
-        sliced._device_merge_order(jnp.asarray(x), jnp.asarray(y)),
-    ):
-        order = np.asarray(order)
+    host = np.asarray(sliced.merge_order(jnp.asarray(x), jnp.asarray(y)))
+    device = np.asarray(sliced._device_merge_order(jnp.asarray(x), jnp.asarray(y)))
+    for order in (host, device):
         assert sorted(order[0].tolist()) == list(range(12))  # a permutation
         np.testing.assert_array_equal(np.take_along_axis(values, order, axis=-1), expected)
+    # ties: x before y, each sample in index order; so both orders are one
+    np.testing.assert_array_equal(host, device)
+    (tied_y,) = np.flatnonzero(y[0] == x[0, 1])
+    assert list(host[0]).index(1) + 1 == list(host[0]).index(7 + tied_y)
 
 
 def test_the_float32_host_order_is_a_stable_argsort():
