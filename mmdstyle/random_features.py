@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -368,10 +369,11 @@ class FeatureTarget:
     count: int = dataclasses.field(metadata={"static": True})
 
 
+@functools.partial(jax.jit, static_argnames="num_features")
 def feature_target(
     y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_features: int
 ) -> FeatureTarget:
-    """The draws for ``kernel``'s spectral terms and ``y``'s mean features under them.
+    """The draws for ``kernel``'s spectral terms and ``y``'s mean features under them (compiled).
 
     Args:
       y: the target samples (n, d).

@@ -273,10 +273,11 @@ class DirectionTarget:
     factor: Any
 
 
+@functools.partial(jax.jit, static_argnames="num_directions")
 def direction_target(
     y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_directions: int
 ) -> DirectionTarget:
-    """The directions of :func:`sliced_mmd2` for ``key`` and ``y``'s sorted projections on them."""
+    """The directions of :func:`sliced_mmd2` for ``key`` and ``y``'s sorted projections (compiled)."""
     check_sliced_kernel(kernel)
     directions = random_directions(key, num_directions, y.shape[1], y.dtype)
     centre = jnp.mean(y, axis=0, keepdims=True)

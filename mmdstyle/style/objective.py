@@ -304,8 +304,18 @@ class Objective:
         return jitted_extractor(ExtractorArgument(extractor), image, self.layers)
 
     def terms_of(self, image: Array, extractor: Any) -> dict[str, Any]:
-        """Every term at ``image``: ``{"style": {layer: sum_s b_s L}, "content": {layer: L}, "tv": TV}``."""
+        """Every term at ``image``: ``{"style": {layer: sum_s b_s L}, "content": {layer: L}, "tv": TV}``.
+
+        Called outside jit (to measure or balance), the terms run as one compiled program per
+        structure, not operation by operation.
+        """
         maps = self.features(extractor, image)
+        if is_traced(image):
+            return self.terms_at(maps, image)
+        return _jitted_terms_at(self, maps, image)
+
+    def terms_at(self, maps: dict[str, Array], image: Array) -> dict[str, Any]:
+        """:meth:`terms_of` given the maps of ``image`` at every layer the objective reads."""
         style = {
             layer: sum(
                 blend * term(as_samples(maps[layer]), target)
@@ -336,3 +346,7 @@ class Objective:
         if self.has_tv:
             total = total + tv_weight * terms["tv"]
         return total
+
+
+#: :meth:`Objective.terms_at` compiled: one program per objective structure and shapes.
+_jitted_terms_at = jax.jit(Objective.terms_at)
