@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -185,10 +184,10 @@ def test_a_repeated_run_compiles_nothing(network, images):
 
 def test_the_compiled_step_follows_the_settings(network, images):
     # What changes the program (the optimiser, a loss) compiles a new step; the weights do not.
-    # Another test in this process may have compiled these programs already: start from none.
-    jax.clear_caches()
+    # A size no other test runs at, so that no test in this process has compiled these programs
+    # (clearing JAX's caches instead would make every later test on this worker compile again).
     content, style = images
-    settings = config(steps=2, chunk=2, optimizer="adam")
+    settings = config(size=20, steps=2, chunk=2, optimizer="adam")
     transfer(content, [style], settings, extractor=network, progress=False)
     reweighted = dataclasses.replace(
         settings, style_weight=3.0, content_weight=0.5, style_layer_weights=(1.0, 2.0, 3.0)
