@@ -11,26 +11,21 @@ import os
 import shutil
 import tempfile
 
+from tests.compile_flags import TEST_COMPILE_FLAGS
+
 #: One XLA compilation cache for every process of a test run (the xdist workers, the notebook
 #: kernels, the command-line subprocesses), created empty by the first process, which removes it
 #: at the end: a program two processes need is compiled once per run, never taken from an
 #: earlier run. Measured on 2 cores: the suite 6:21 -> 5:31. Set before JAX is imported, since
 #: JAX reads these variables then; the processes started later inherit them.
 _CACHE_OWNER = "MMDSTYLE_TEST_CACHE_OWNER"
-#: LLVM's fastest optimisation level, for every program the test processes compile (see below)
-FAST_COMPILING = "--xla_backend_optimization_level=0"
 if _CACHE_OWNER not in os.environ:
     os.environ[_CACHE_OWNER] = str(os.getpid())
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmdstyle-tests-xla-")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    # Compilation, not arithmetic, is most of the suite's time (2,999 programs, 529 of its 744
-    # worker-seconds at XLA's default level 3). The tests check values, which LLVM's
-    # optimisation level does not change beyond rounding (every test passes at 0 and 3); at
-    # level 0 the programs compile in about 40 % less time: the tests' worker-seconds 748 -> 546.
-    # The notebooks run as a reader runs them, at the default level (tests/notebooks.py removes
-    # the flag from their kernels' environment): their programs run long enough to gain from it.
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILING}".strip()
+    # Quick compilation for every program the test processes compile (see tests/compile_flags.py)
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *TEST_COMPILE_FLAGS]).strip()
 
 import jax  # noqa: E402
 import jaxtyping  # noqa: E402

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from mmdstyle.features.files import atomic_path
+from tests.compile_flags import TEST_COMPILE_FLAGS
 
 NOTEBOOK_DIRECTORY = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = tuple(sorted(NOTEBOOK_DIRECTORY.glob("*.ipynb")))
@@ -49,15 +49,17 @@ def execute(path: str | Path) -> nbformat.NotebookNode:
 
 
 def reader_environment() -> dict[str, str]:
-    """This process's environment without an XLA optimisation level.
+    """This process's environment without the test suite's compile flags.
 
-    A notebook runs as a reader's does, at XLA's default level: the test suite compiles its own
-    programs at level 0 (tests/conftest.py), which would slow the notebooks' long runs.
+    A notebook runs as a reader's does, with XLA's defaults: the test suite compiles its own
+    programs with flags that compile quickly (tests/compile_flags.py) but would slow the
+    notebooks' long runs.
     """
     environment = dict(os.environ)
-    flags = re.sub(r"--xla_backend_optimization_level=\S*", "", environment.get("XLA_FLAGS", "")).strip()
-    if flags:
-        environment["XLA_FLAGS"] = flags
+    names = {flag.split("=")[0] for flag in TEST_COMPILE_FLAGS}
+    kept = [flag for flag in environment.get("XLA_FLAGS", "").split() if flag.split("=")[0] not in names]
+    if kept:
+        environment["XLA_FLAGS"] = " ".join(kept)
     else:
         environment.pop("XLA_FLAGS", None)
     return environment

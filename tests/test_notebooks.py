@@ -7,11 +7,13 @@ tests.notebooks`` refreshes the stored outputs after a notebook or the package c
 
 from __future__ import annotations
 
+import os
 import re
 
 import nbformat
 import pytest
 
+from tests.compile_flags import TEST_COMPILE_FLAGS
 from tests.notebooks import NOTEBOOK_DIRECTORY, NOTEBOOKS, execute, main, reader_environment
 
 #: The notebooks the project promises (the notebooks issue); more may be added.
@@ -147,9 +149,10 @@ def test_refresh_command_stores_outputs_without_timestamps(tmp_path):
     assert all("execution" not in cell.metadata for cell in stored.cells)
 
 
-def test_the_notebooks_compile_at_xlas_default_level(monkeypatch):
-    # the suite compiles its own programs at level 0 (conftest.py); a notebook runs as a reader's
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_backend_optimization_level=0")
+def test_the_notebooks_compile_with_xlas_defaults(monkeypatch):
+    # the suite compiles its own programs with quick-compiling flags; a notebook runs as a reader's
+    assert set(TEST_COMPILE_FLAGS) <= set(os.environ["XLA_FLAGS"].split())  # conftest.py set them
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_enable_fast_math=false {' '.join(TEST_COMPILE_FLAGS)}")
     assert reader_environment()["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true")
     assert "XLA_FLAGS" not in reader_environment()
