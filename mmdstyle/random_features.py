@@ -361,7 +361,7 @@ class FeatureTarget:
       count: n.
     """
 
-    # plain annotations: JAX rebuilds this pytree from placeholders that are not arrays
+    # plain annotations: under JAX's transformations the fields hold tracers and placeholders
     frequencies: Any  # (R, d)
     weights: Any  # (R,)
     centre: Any  # (1, d)
@@ -369,11 +369,10 @@ class FeatureTarget:
     count: int = dataclasses.field(metadata={"static": True})
 
 
-@functools.partial(jax.jit, static_argnames="num_features")
 def feature_target(
     y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_features: int
 ) -> FeatureTarget:
-    """The draws for ``kernel``'s spectral terms and ``y``'s mean features under them (compiled).
+    """The draws for ``kernel``'s spectral terms and ``y``'s mean features under them.
 
     Args:
       y: the target samples (n, d).
@@ -382,7 +381,15 @@ def feature_target(
       key: ``jax.random`` key of the draws.
       num_features: 2R, even.
     """
-    check_enough_features(kernel, num_features)
+    check_enough_features(kernel, num_features)  # here, where its message can show the kernel's numbers
+    return _drawn_feature_target(y, kernel, key, num_features)
+
+
+@functools.partial(jax.jit, static_argnames="num_features")
+def _drawn_feature_target(
+    y: Float[Array, "n d"], kernel: AbstractKernel, key: jax.Array, num_features: int
+) -> FeatureTarget:
+    """:func:`feature_target` after its check, one compiled program (not one per operation)."""
     frequencies, weights = draw_frequencies(kernel, key, num_features, y.shape[1], y.dtype)
     return _feature_target(y, frequencies, weights, jnp.mean(y, axis=0, keepdims=True))
 

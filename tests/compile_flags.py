@@ -2,11 +2,13 @@
 
 Compilation, not arithmetic, is most of the suite's time: 2,446 programs outside the notebooks.
 The tests check values, which these flags change only by rounding (every test passes with and
-without them). Measured on 2 cores, the suite without the notebooks, in worker-seconds:
+without them). Measured on 2 cores, in worker-seconds, each flag against the suite as it was then:
 
-- ``--xla_backend_optimization_level=0``, LLVM's fastest level: 748 -> 546 (compiling ~40 % faster).
+- ``--xla_backend_optimization_level=0``, LLVM's fastest level: the whole suite but the notebooks,
+  748 -> 546 (its programs compiling about 40 % faster).
 - ``--xla_cpu_use_fusion_emitters=false``, XLA:CPU's older fusion code generator, which compiles
-  in half the time: 566 -> 355 (XLA compilation 330 s -> 141 s); 303 s -> 193 s of wall time.
+  in half the time, added later: 566 -> 355 (XLA compilation 330 s -> 141 s; wall time 303 s ->
+  193 s).
 
 Both slow long-running programs down, so the notebooks run without them, as a reader's do
 (:func:`tests.notebooks.reader_environment`). No imports: conftest.py reads this before JAX.

@@ -151,7 +151,7 @@ def test_refresh_command_stores_outputs_without_timestamps(tmp_path):
 
 def test_the_notebooks_compile_with_xlas_defaults(monkeypatch):
     # the suite compiles its own programs with quick-compiling flags; a notebook runs as a reader's
-    assert set(TEST_COMPILE_FLAGS) <= set(os.environ["XLA_FLAGS"].split())  # conftest.py set them
+    assert set(TEST_COMPILE_FLAGS) <= set(os.environ.get("XLA_FLAGS", "").split())  # conftest.py set them
     monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_enable_fast_math=false {' '.join(TEST_COMPILE_FLAGS)}")
     assert reader_environment()["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true")

@@ -58,16 +58,6 @@ def test_a_node_flattens_to_its_fields_and_rebuilds_without_init():
     assert doubled.label == "b"
 
 
-def test_one_compiled_function_runs_each_class_s_own_program():
-    first, second = two_classes_with_the_same_fields()
-    first.__call__ = lambda self, x: x + self.value
-    second.__call__ = lambda self, x: x * self.value
-    apply = jax.jit(lambda node, x: node(x))
-    x = jnp.full((2,), 3.0)
-    np.testing.assert_array_equal(apply(first(2.0), x), [5.0, 5.0])
-    np.testing.assert_array_equal(apply(second(2.0), x), [6.0, 6.0])
-
-
 def registrations_by_register_dataclass(source: str) -> list[int]:
     """Lines of ``source`` that name ``register_dataclass``."""
     return [

@@ -367,12 +367,24 @@ def test_the_float32_host_order_is_a_stable_argsort():
     # negatives, signed zeros, infinities, subnormals and ties: the packed integer keys order them
     # as the floats are ordered, ties by index
     values = np.array(
-        [[0.5, -0.0, 0.0, -1.5, np.inf, -np.inf, 1e-42, -1e-42, 0.5, -1.5, 3.0, 0.0]], np.float32
+        [[0.5, 0.0, -0.0, -1.5, np.inf, -np.inf, 1e-42, -1e-42, 0.5, -1.5, 3.0, -0.0]], np.float32
     )
     order = np.asarray(sliced.argsort(jnp.asarray(values)))
     np.testing.assert_array_equal(np.take_along_axis(values, order, -1), np.sort(values, -1))
-    ties = order[0][np.isin(order[0], [0, 8])]
-    assert ties.tolist() == [0, 8]  # equal values keep their order
+    # equal values keep their order, the two zeros included (0.0 at 1 before -0.0 at 2 and 11)
+    np.testing.assert_array_equal(order, np.argsort(values, axis=-1, kind="stable"))
+    assert order[0][np.isin(order[0], [1, 2, 11])].tolist() == [1, 2, 11]
+
+
+def test_the_merge_order_of_signed_zeros_and_of_batched_targets():
+    # -0.0 == 0.0: x before y, as on the device; y batched (vmap over targets) and x not
+    x, y = jnp.asarray([0.0, 1.0], jnp.float32), jnp.asarray([-0.0, 2.0], jnp.float32)
+    np.testing.assert_array_equal(sliced.merge_order(x, y), [0, 2, 1, 3])
+    np.testing.assert_array_equal(sliced._device_merge_order(x, y), [0, 2, 1, 3])
+    targets = jnp.sort(jnp.asarray(np.random.default_rng(1).normal(size=(3, 4)), jnp.float32), axis=-1)
+    batched = jax.vmap(lambda target: sliced.merge_order(x, target))(targets)
+    for row, target in enumerate(targets):
+        np.testing.assert_array_equal(batched[row], sliced._device_merge_order(x, target))
 
 
 def test_on_accelerators_the_order_comes_from_a_sort_not_the_host():

@@ -202,7 +202,8 @@ def test_the_compiled_step_follows_the_settings(network, images):
         with count_compilations() as compiled:
             result = transfer(content, [style], changed, extractor=network, progress=False)
         assert compiled[0] > 0
-        assert result.history[0]["compile_seconds"] > 0
+        # the step itself was compiled, not looked up (about a millisecond, as in the test above)
+        assert result.history[0]["compile_seconds"] > 0.1, result.history[0]["compile_seconds"]
         with count_compilations() as compiled:  # L-BFGS's host loop too runs compiled programs only
             transfer(
                 content,

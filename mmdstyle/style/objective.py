@@ -203,6 +203,7 @@ class Objective:
     kinds of terms: passed to a jit-compiled function, one program serves every stage and every
     run of the same losses, layers and shapes, whatever the images and weights. ``stage`` and
     ``draw`` (the count of redraws, see ``redraw_every``) select the random routes' draws.
+    :meth:`terms_of` evaluates every term at an image (:meth:`terms_at`, given its feature maps).
 
     Attributes:
         style_layers, content_layers: the layers read (no content layers for a synthesis).
