@@ -215,8 +215,8 @@ def merge_order(
     """The order that sorts ``[x_proj, y_sorted]`` along the last axis, ``y_sorted`` already sorted.
 
     Ties put an x value before an equal y value. Other backends sort only x and place each value
-    among the other sample's by binary search; on the CPU, NumPy sorts the pooled values' packed
-    keys (see :func:`argsort`), which is faster there. A loss against a fixed style projects and
+    among the other sample's by binary search; on the CPU, NumPy sorts the pooled values (float32:
+    their packed keys, see :func:`argsort`), which is faster there. A loss against a fixed style projects and
     sorts the style's side once (:func:`direction_target`).
     """
     m = x_proj.shape[-1]
