@@ -397,3 +397,9 @@ def test_random_routes_redraw_every_n_steps(network, images):
     assert losses[0][2] != losses[1][2]  # then new frequencies: another objective at the same image
     with pytest.raises(ValueError, match="redraws the frequencies"):
         synthesize([style], config(redraw_every=2), extractor=network, progress=False)
+
+
+def test_a_layers_style_loss_is_its_override_else_the_loss():
+    settings = TransferConfig(loss="mmd:linear", layer_losses={"relu1_1": "bn"})
+    assert str(settings.style_spec("relu1_1")) == "bn"
+    assert str(settings.style_spec("relu2_1")) == "mmd:linear"

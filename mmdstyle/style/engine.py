@@ -509,8 +509,7 @@ def pairwise_route_advice(
     # the style layers whose loss has terms on the pairwise route, and how many; shapes only for them
     pairwise = {}
     for layer in resolve_layers(extractor, config.style_layers, role="style"):
-        spec = parse_style_spec(config.layer_losses.get(layer, config.loss))
-        pairwise[layer] = spec.routes(config.estimator).count("pairwise")
+        pairwise[layer] = config.style_spec(layer).routes(config.estimator).count("pairwise")
     layers = tuple(layer for layer, count in pairwise.items() if count)
     if not layers:
         return None

@@ -104,6 +104,10 @@ class TransferConfig:
         """The image size of each stage: ``scales`` if given, else ``(size,)``."""
         return tuple(self.scales) if self.scales else (self.size,)
 
+    def style_spec(self, layer: str) -> StyleSpec:
+        """The style loss of ``layer``: its override in ``layer_losses``, else ``loss``."""
+        return parse_style_spec(self.layer_losses.get(layer, self.loss))
+
 
 def total_variation(image: Float[Array, "h w 3"]) -> Float[Array, ""]:
     """Sum of squared differences between neighbouring pixels (Mahendran & Vedaldi's TV, beta = 2)."""
@@ -237,10 +241,7 @@ class Objective:
         self.blend = tuple(float(b) for b in blend / blend.sum())
         self.weights = _weights(config)
         self.has_tv = bool(config.tv_weight)
-        specs: dict[str, StyleSpec] = {
-            layer: parse_style_spec(config.layer_losses.get(layer, config.loss))
-            for layer in self.style_layers
-        }
+        specs = {layer: config.style_spec(layer) for layer in self.style_layers}
         style_maps = [self.features(extractor, jnp.asarray(style)) for style in styles]
         content_maps = self.features(extractor, jnp.asarray(content)) if content is not None else {}
         self.targets = {
