@@ -2,6 +2,10 @@
 
 import functools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -403,3 +407,31 @@ def test_on_accelerators_the_order_comes_from_a_sort_not_the_host():
         module = export.export(function, platforms=["cuda"])(*shapes).mlir_module()
         assert "callback" not in module
         assert "callback" in function.lower(*shapes).as_text()  # here, on the CPU, the callback
+
+
+#: A sliced MMD^2 whose projections are large enough for XLA to split across its CPU thread pool:
+#: with jax.pure_callback on the host sort, this process waited forever when it could use one core.
+ONE_CORE_SCRIPT = """
+import os
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import jax, numpy as np
+import mmdstyle as ms
+x, y = np.random.default_rng(0).normal(size=(2, 1000, 64)).astype(np.float32)
+route = jax.jit(lambda x, y, key: ms.mmd2(x, y, ms.Energy(), route="sliced", num_directions=16, key=key))
+print(float(route(x, y, jax.random.key(0))))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
+def test_the_host_sort_returns_in_a_process_restricted_to_one_core():
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_CORE_SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) > 0.0
