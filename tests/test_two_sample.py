@@ -114,8 +114,9 @@ def test_permuted_statistics_are_statistics_of_relabellings():
     [(ms.Gaussian(1.0), "unbiased"), (ms.Polynomial(2, c=1.0), "biased")],
     ids=repr,
 )
-def test_matrix_method_matches_permutation_method(kernel, estimator, shifted):
-    x, y = shifted
+@pytest.mark.parametrize("swapped", [False, True], ids=["m<n", "m>n"])  # each multiplies the smaller side
+def test_matrix_method_matches_permutation_method(kernel, estimator, shifted, swapped):
+    x, y = shifted[::-1] if swapped else shifted
     key = jax.random.key(11)
     by_matrix = ms.mmd2_test(x, y, kernel, B, key=key, estimator=estimator, method="matrix")
     # Blocks of 7 rows also exercise the blocked sums of mmd2.
