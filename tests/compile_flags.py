@@ -10,8 +10,9 @@ without them). Measured on 2 cores, in worker-seconds, each flag against the sui
   in half the time, added later: 566 -> 355 (XLA compilation 330 s -> 141 s; wall time 303 s ->
   193 s).
 
-Both slow long-running programs down, so the notebooks run without them, as a reader's do
-(:func:`tests.notebooks.reader_environment`). No imports: conftest.py reads this before JAX.
+Both slow long-running programs down, so the notebooks whose time goes to long runs execute
+without them, as a reader's do (:func:`tests.notebooks.reader_environment`); the others with
+them (``QUICK_COMPILE`` in tests/test_notebooks.py). No imports: conftest.py reads this before JAX.
 """
 
 TEST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")

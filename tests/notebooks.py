@@ -29,8 +29,12 @@ CELL_TIMEOUT = 600
 KERNEL = "python3"
 
 
-def execute(path: str | Path) -> nbformat.NotebookNode:
+def execute(path: str | Path, *, quick_compile: bool = False) -> nbformat.NotebookNode:
     """Run the notebook at ``path`` in a new kernel, in its own directory; return it with outputs.
+
+    The kernel compiles with XLA's defaults, as a reader's does (:func:`reader_environment`);
+    ``quick_compile`` keeps this process's flags instead (the test suite's quick-compile flags,
+    tests/compile_flags.py), for the notebooks whose time goes to compiling many programs.
 
     Raises ``nbclient.exceptions.CellExecutionError`` (with the cell and its traceback) at the
     first cell that fails.
@@ -44,7 +48,7 @@ def execute(path: str | Path) -> nbformat.NotebookNode:
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,  # no timestamps in the stored file: diffs show only what changed
     )
-    client.execute(env=reader_environment())
+    client.execute(env=dict(os.environ) if quick_compile else reader_environment())
     return notebook
 
 
