@@ -271,12 +271,16 @@ def compare_losses(
     if balance:
         try:
             strengths = {
-                loss: style_strength(dataclasses.replace(config, loss=loss), extractor, content, [style])
+                loss: style_strength(
+                    dataclasses.replace(config, loss=loss), extractor, content, [style], as_the_run=True
+                )
                 for loss in losses
             }
         except ValueError as error:
             raise ValueError(f"{error} Or compare without balancing (balance=False, --no-balance).") from None
-        weights = {loss: beta * strengths[losses[0]] / strength for loss, strength in strengths.items()}
+        weights = {
+            loss: beta * strengths[losses[0]].value / strength.value for loss, strength in strengths.items()
+        }
     runs = []
     for index, loss in enumerate(losses):
         run_config = dataclasses.replace(config, loss=loss, style_weight=weights[loss])
@@ -287,7 +291,9 @@ def compare_losses(
             image=result.image,
             history=history,
             seconds=history[-1]["seconds"] if history else 0.0,
-            compile_seconds=sum(record.get("compile_seconds", 0.0) for record in history),
+            # the balance compiled the run's program, if it ran
+            compile_seconds=sum(record.get("compile_seconds", 0.0) for record in history)
+            + (strengths[loss].compile_seconds if balance else 0.0),
             stopped_early=result.stopped_early,
             style_weight=weights[loss],
         )

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -185,6 +185,10 @@ class _AdamSteps:
         self.image, self.state, value, terms = self.program(start, self.state, *self.arguments)
         return start, value, terms, 1
 
+    def start_terms(self) -> dict[str, Any]:
+        """The objective's terms where the steps start (a step computed and dropped)."""
+        return self.program(self.image, self.state, *self.arguments)[3]
+
 
 class _LBFGSSteps:
     """L-BFGS with its line search driven from the host (:class:`mmdstyle.style.lbfgs.HostLBFGS`)."""
@@ -193,8 +197,14 @@ class _LBFGSSteps:
         self.program, self.compile_seconds = _compiled(
             _jitted_trial, image, image, jnp.zeros((), image.dtype), network, objective
         )
-        self.lbfgs = HostLBFGS(lambda x, d, t: self.program(x, d, t, network, objective), image)
+        self.evaluate = lambda x, d, t: self.program(x, d, t, network, objective)
+        self.lbfgs = HostLBFGS(self.evaluate, image)
         self.compile_seconds += self.lbfgs.compile_seconds  # its search direction's program
+
+    def start_terms(self) -> dict[str, Any]:
+        """The objective's terms where the steps start: a trial at step 0, as the first step's."""
+        image = self.lbfgs.params
+        return self.evaluate(image, jnp.zeros_like(image), jnp.zeros((), image.dtype))[4]
 
     @property
     def image(self) -> Array:
@@ -211,6 +221,14 @@ class _LBFGSSteps:
     def step(self) -> tuple[Array, Any, dict[str, Any], Any]:
         """(image the step started from, value there, terms there, evaluations), then moves on."""
         return self.lbfgs.step()
+
+
+def _stepper(params: Array, network: ExtractorArgument, objective: Objective) -> _AdamSteps | _LBFGSSteps:
+    """The optimiser of ``objective.config`` at ``params``, its program compiled (or from the cache)."""
+    optimizer = OptimizerSettings.of(objective.config)
+    if optimizer.kind == "adam":
+        return _AdamSteps(params, network, objective, optimizer)
+    return _LBFGSSteps(params, network, objective)
 
 
 def run_stage(
@@ -233,13 +251,8 @@ def run_stage(
     last record says ``"converged": True``); that is not a stop reason.
     """
     config = objective.config
-    optimizer = OptimizerSettings.of(config)
     params = jnp.asarray(image, config.dtype)
-    network = ExtractorArgument(extractor)
-    if optimizer.kind == "adam":
-        stepper: _AdamSteps | _LBFGSSteps = _AdamSteps(params, network, objective, optimizer)
-    else:
-        stepper = _LBFGSSteps(params, network, objective)
+    stepper = _stepper(params, ExtractorArgument(extractor), objective)
     check_memory(stepper.program, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
@@ -433,8 +446,9 @@ def transfer(
             print(f"mmdstyle: {advice}", file=sys.stderr)
         objective = Objective(config, extractor, stage_content, style_images, stage=stage)
         start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
+        balance_compile_seconds = 0.0  # of the run's program, compiled by the balance
         if balance and stage == 0:  # the first stage's objective serves the balance, then the run
-            strength = _strength(objective, extractor, start)
+            strength, balance_compile_seconds = _strength(objective, extractor, start, as_the_run=True)
             beta = balanced_style_weight(config, extractor, content, styles, strength=strength)
             config = dataclasses.replace(config, style_weight=beta)
             objective = objective.with_config(config)
@@ -464,6 +478,9 @@ def transfer(
                 first_seconds=seconds,
                 on_chunk=report,
             )
+            if records and balance_compile_seconds:
+                records[0]["compile_seconds"] += balance_compile_seconds
+                balance_compile_seconds = 0.0
             for record in records:
                 record["stage"] = stage
             history.extend(records)
@@ -546,31 +563,61 @@ def _is_gram(config: TransferConfig) -> bool:
 
 
 def style_strength(
-    config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: Sequence[np.ndarray]
-) -> float:
+    config: TransferConfig,
+    extractor: Any,
+    content: np.ndarray | None,
+    styles: Sequence[np.ndarray],
+    *,
+    as_the_run: bool = False,
+) -> Strength:
     """``sum_l w_l L_style^l`` (before beta) at the image the first stage of ``config`` starts from.
 
-    ``config`` has been through :func:`with_default_init`.
+    ``config`` has been through :func:`with_default_init`. ``as_the_run``: for a loss that will
+    then run (see :func:`_strength`).
 
     Raises:
         ValueError: the style term is 0 or not finite there, so it cannot be balanced.
     """
     stage_content, stage_styles, shape = stage_images(config, content, styles, config.stages()[0])
     start = initial_image(config, stage_content, shape)
-    return _strength(Objective(config, extractor, stage_content, stage_styles), extractor, start)
+    # the run's weights, numbers as they will be there (beta does not change the style term)
+    objective = Objective(with_default_weights(config, extractor), extractor, stage_content, stage_styles)
+    return _strength(objective, extractor, start, as_the_run=as_the_run)
 
 
-def _strength(objective: Objective, extractor: Any, image: np.ndarray) -> float:
-    """The objective's ``sum_l w_l L_style^l`` at ``image``; a ValueError where it cannot be balanced."""
+class Strength(NamedTuple):
+    """A style term's strength at the start, and the seconds spent compiling the run's program for it."""
+
+    value: float
+    compile_seconds: float
+
+
+def _strength(
+    objective: Objective, extractor: Any, image: np.ndarray, *, as_the_run: bool = False
+) -> Strength:
+    """The objective's ``sum_l w_l L_style^l`` at ``image``; a ValueError where it cannot be balanced.
+
+    ``as_the_run``: evaluated by the program a run of the objective compiles, as its first step
+    does (L-BFGS: a trial at step 0; Adam: a step, whose terms are those where it starts); the
+    run then finds that program compiled, and the seconds its compilation took are returned, for
+    the run to report. Otherwise by a forward pass alone, cheaper to compile for an objective
+    that will not run (the Gram loss a beta is balanced against), and ``compile_seconds`` is 0.
+    """
     config = objective.config
-    terms = objective.terms_of(jnp.asarray(np.asarray(image, np.float32), config.dtype), extractor)
+    params = jnp.asarray(np.asarray(image, np.float32), config.dtype)
+    compile_seconds = 0.0
+    if as_the_run:
+        stepper = _stepper(params, ExtractorArgument(extractor), objective)
+        terms, compile_seconds = stepper.start_terms(), stepper.compile_seconds
+    else:
+        terms = objective.terms_of(params, extractor)
     strength = float(objective.weighted_style(terms))
     if not (np.isfinite(strength) and strength > 0):
         raise ValueError(
             f"the style term of {config.loss!r} is {strength} at the starting image, so its weight cannot be "
             "balanced; give the style weight (beta) explicitly."
         )
-    return strength
+    return Strength(strength, compile_seconds)
 
 
 def balanced_style_weight(
@@ -592,9 +639,9 @@ def balanced_style_weight(
     start, which it has from the objective it runs (else it is computed here).
     """
     gram = dataclasses.replace(config, loss="gram", layer_losses={})
-    gram_strength = style_strength(gram, extractor, content, styles)
+    gram_strength = style_strength(gram, extractor, content, styles).value
     if strength is None:
-        strength = style_strength(config, extractor, content, styles)
+        strength = style_strength(config, extractor, content, styles).value
     return float(config.style_weight * gram_strength / strength)
 
 
