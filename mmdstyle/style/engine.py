@@ -197,14 +197,13 @@ class _LBFGSSteps:
         self.program, self.compile_seconds = _compiled(
             _jitted_trial, image, image, jnp.zeros((), image.dtype), network, objective
         )
-        self.evaluate = lambda x, d, t: self.program(x, d, t, network, objective)
-        self.lbfgs = HostLBFGS(self.evaluate, image)
+        self.lbfgs = HostLBFGS(lambda x, d, t: self.program(x, d, t, network, objective), image)
         self.compile_seconds += self.lbfgs.compile_seconds  # its search direction's program
 
     def start_terms(self) -> dict[str, Any]:
-        """The objective's terms where the steps start: a trial at step 0, as the first step's."""
-        image = self.lbfgs.params
-        return self.evaluate(image, jnp.zeros_like(image), jnp.zeros((), image.dtype))[4]
+        """The objective's terms where the steps start: the first step's evaluation there."""
+        _, _, terms = self.lbfgs.evaluate_start().payload
+        return terms
 
     @property
     def image(self) -> Array:
@@ -435,6 +434,7 @@ def transfer(
     history: list[dict] = []
     image = None
     stopped = None
+    balance_compile_seconds = 0.0  # of the first run's program, which the balance compiled
     bar = _progress_bar(config, progress)
     for stage, size in enumerate(config.stages()):
         stage_content, style_images, shape = stage_images(config, content, styles, size)
@@ -446,7 +446,6 @@ def transfer(
             print(f"mmdstyle: {advice}", file=sys.stderr)
         objective = Objective(config, extractor, stage_content, style_images, stage=stage)
         start = resize(image, shape) if image is not None else initial_image(config, stage_content, shape)
-        balance_compile_seconds = 0.0  # of the run's program, compiled by the balance
         if balance and stage == 0:  # the first stage's objective serves the balance, then the run
             strength, balance_compile_seconds = _strength(objective, extractor, start, as_the_run=True)
             beta = balanced_style_weight(config, extractor, content, styles, strength=strength)
@@ -478,9 +477,6 @@ def transfer(
                 first_seconds=seconds,
                 on_chunk=report,
             )
-            if records and balance_compile_seconds:
-                records[0]["compile_seconds"] += balance_compile_seconds
-                balance_compile_seconds = 0.0
             for record in records:
                 record["stage"] = stage
             history.extend(records)
@@ -493,6 +489,8 @@ def transfer(
         if stopped:
             break
     bar.close()
+    if history and balance_compile_seconds:  # reported with the run that it served, even one stopped early
+        history[0]["compile_seconds"] = history[0].get("compile_seconds", 0.0) + balance_compile_seconds
     image = np.clip(image, 0.0, 1.0)
     if config.original_colors:
         image = luminance_transfer(image, resize(content, image.shape[:2]))

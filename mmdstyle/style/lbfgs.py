@@ -219,6 +219,10 @@ class HostLBFGS:
         )
         return Trial(step, float(value), float(slope), (moved, gradient, terms))
 
+    def evaluate_start(self) -> Trial:
+        """The trial at :attr:`params` itself (step 0): value, and the image, gradient and terms there."""
+        return self._trial(self.params, jnp.zeros_like(self.params), 0.0)
+
     def step(self) -> tuple[Array, float, Any, int]:
         """One L-BFGS step: (params it started from, value there, terms there, evaluations spent).
 
@@ -231,7 +235,7 @@ class HostLBFGS:
         """
         spent = 0
         if self.current is None:  # the first step also evaluates where it starts
-            self.current, spent = self._trial(self.params, jnp.zeros_like(self.params), 0.0), 1
+            self.current, spent = self.evaluate_start(), 1
         params, gradient, terms = self.current.payload
         value = self.current.value
         if not math.isfinite(value) or self.converged or self.failure:
