@@ -20,9 +20,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from mmdstyle.features.files import atomic_path
+from tests import REPOSITORY
 from tests.compile_flags import TEST_COMPILE_FLAGS
 
-NOTEBOOK_DIRECTORY = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIRECTORY = REPOSITORY / "notebooks"
 NOTEBOOKS = tuple(sorted(NOTEBOOK_DIRECTORY.glob("*.ipynb")))
 #: seconds any one cell may take; a whole notebook is meant to take under two minutes on a laptop
 CELL_TIMEOUT = 600

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mmdstyle"
+from tests import REPOSITORY
+
+PACKAGE = REPOSITORY / "mmdstyle"
 
 #: Layers from the bottom up. The core is every module directly in mmdstyle/.
 LAYERS = ("core", "features", "style", "analysis", "cli")

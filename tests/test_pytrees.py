@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mmdstyle._pytrees import pytree_dataclass
+from tests import REPOSITORY
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mmdstyle"
+PACKAGE = REPOSITORY / "mmdstyle"
 
 
 def two_classes_with_the_same_fields():

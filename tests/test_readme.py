@@ -1,11 +1,12 @@
 """The README's Python example runs as written."""
 
-import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+from tests import REPOSITORY
+
+README = REPOSITORY / "README.md"
 
 
 @pytest.mark.usefixtures("standard_dtype_promotion")  # as a user's session: see conftest

@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import pytest
 
 import mmdstyle as ms
 from mmdstyle import sliced
-from tests import reference
+from tests import REPOSITORY, reference
 from tests.helpers import count_compilations
 
 # Small sizes shared by the tests below, so that they reuse compiled programs; m != n throughout.
@@ -424,10 +423,9 @@ print(float(route(x, y, jax.random.key(0))))
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
 def test_the_host_sort_returns_in_a_process_restricted_to_one_core():
-    root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-c", ONE_CORE_SCRIPT],
-        cwd=root,
+        cwd=REPOSITORY,
         capture_output=True,
         text=True,
         timeout=60,
