@@ -137,7 +137,11 @@ def _fft_correlate(x: Float[Array, "n h w 3"], kernel: Float[Array, "k k 3 f"]) 
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     image_spectrum = jnp.fft.rfft2(padded, s=shape, axes=(1, 2))  # (n, L, L/2+1, 3)
     kernel_spectrum = jnp.fft.rfft2(kernel, s=shape, axes=(0, 1))  # (L, L/2+1, 3, f)
-    # correlation = convolution with the flipped filter: multiply by the conjugate spectrum
-    product = jnp.einsum("nuvc,uvcf->nuvf", image_spectrum, jnp.conj(kernel_spectrum), precision="highest")
+    # correlation = convolution with the flipped filter: multiply by the conjugate spectrum, and
+    # sum over the colour channels: a broadcast product and a sum, not a contraction (einsum),
+    # which XLA compiles slowly for an inner dimension of 3 and runs no faster (measured, one
+    # core: value and image gradient of notebook 03's network at 64 px, compile 2.0-2.4 s ->
+    # 1.2-1.3 s; the paper's 1024 maps at 256 px: run 3.7-4.2 s -> 3.4 s).
+    product = jnp.sum(image_spectrum[..., :, None] * jnp.conj(kernel_spectrum)[None], axis=-2)
     response = jnp.fft.irfft2(product, s=shape, axes=(1, 2))
     return response[:, :height, :width, :].astype(x.dtype)
