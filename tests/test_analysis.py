@@ -245,6 +245,7 @@ def test_layer_tests_refuse_the_sliced_route(rng, as_a_user):
         (["--layers", "relu9_9"], "relu9_9"),
         (["--plot", "out.gif"], "--plot"),
         (["--kernel", "gaussian(sigma=median)@fast"], "unknown route 'fast'"),
+        (["--kernel", "(" * 500 + "linear" + ")" * 500], "nested more than 64 deep"),
         (["--kernel", "gaussian(sigma=median)@rff(7)"], "num_features must be even"),
         (["--kernel", "energy@sliced(64)"], "the permutation test takes route='rff'"),
         (["--kernel", "gaussian(sigma=median)@rff", "--estimator", "linear"], "no random route"),

@@ -269,3 +269,24 @@ def test_terms_of_different_kinds_have_different_structures(samples):
     for i, first in enumerate(structures):
         for j, second in enumerate(structures):
             assert (first == second) == (i == j), (specs[i], specs[j])
+
+
+@pytest.mark.parametrize("parse", [parse_kernel_spec, lambda text: parse_style_spec(f"mmd:{text}")])
+def test_specs_of_any_depth_get_a_message_not_a_recursion_error(samples, parse):
+    x, y = samples
+    deepest = "(" * 64 + " + ".join(["linear"] * 64) + ")" * 64  # the limits, reached: still a spec
+    kernel = parse_kernel_spec(deepest).build(None)
+    np.testing.assert_allclose(ms.mmd2(x, y, kernel), 64 * ms.mmd2(x, y, ms.Linear()), rtol=1e-12)
+    for text, problem, position in [
+        ("(" * 500 + "linear" + ")" * 500, "parentheses nested more than 64 deep", 65),
+        ("*".join(["linear"] * 1000), "more than 64 kernels in one spec", 64 * 7 + 1),
+    ]:
+        with pytest.raises(SpecError, match=problem) as error:
+            parse(text)
+        message = str(error.value)
+        assert (
+            f"at position {position + (4 if message.startswith('cannot read the loss') else 0)}:" in message
+        )
+        shown, caret = message.splitlines()[1:3]  # the spec around the problem, and a caret under it
+        assert len(shown) < 100
+        assert shown[caret.index("^")] in "(l"

@@ -72,6 +72,15 @@ ROUTE_SIZES = {
 }
 
 
+#: Parentheses nested deeper than this, or more kernels than this in one spec, are refused: the
+#: parser and every function that walks a kernel recurse once per level and once per term of a
+#: sum or product (built as nested pairs), and a deeper spec would exhaust Python's recursion limit.
+MAX_NESTING = 64
+MAX_KERNELS = 64
+#: Characters of a spec that an error message shows, around the position of the problem.
+SHOWN_CHARACTERS = 80
+
+
 class SpecError(ValueError):
     """A loss spec that cannot be parsed; the message shows where and what was expected."""
 
@@ -466,11 +475,21 @@ class _Parser:
             self.tokens.append((kind, match.group(kind), match.start(kind)))
             position = match.end()
         self.index = 0
+        self.depth = 0  # of the parentheses around the kernel being read
+        self.kernels = 0  # read so far
 
     def fail(self, position: int, problem: str) -> None:
+        # a long spec is named by its length and shown around the position only
+        text, shown, column = self.text, self.text, position
+        if len(text) > SHOWN_CHARACTERS:
+            start = max(0, min(position - SHOWN_CHARACTERS // 2, len(text) - SHOWN_CHARACTERS))
+            end = start + SHOWN_CHARACTERS
+            shown = ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+            column = position - start + (3 if start else 0)
+        named = f"{text!r}" if len(text) <= SHOWN_CHARACTERS else f"of {len(text)} characters"
         raise SpecError(
-            f"cannot read the {self.what} {self.text!r}: {problem} at position {position + 1}:\n"
-            f"  {self.text}\n  {' ' * position}^\n"
+            f"cannot read the {self.what} {named}: {problem} at position {position + 1}:\n"
+            f"  {shown}\n  {' ' * column}^\n"
             + (
                 "Examples: linear | poly2 | poly(degree=3, c=1) | gaussian(sigma=median) | linear + gaussian"
                 " | gaussian(sigma=median*(0.5,1,2))@rff(1024) | energy@sliced(256)"
@@ -619,13 +638,21 @@ class _Parser:
 
     # kernel_operand := '(' kernel_sum ')' | name ['(' key '=' value (',' key '=' value)* ')']
     def kernel_operand(self) -> KernelExpression:
+        position = self.position()
         if self.accept("("):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                self.fail(position, f"parentheses nested more than {MAX_NESTING} deep")
             inner = self.kernel_sum()
             self.take(")")
+            self.depth -= 1
             return inner
         position = self.position()
         name = self.take(kind="name").lower()
         name = {"polynomial": "poly", "rbf": "gaussian"}.get(name, name)
+        self.kernels += 1
+        if self.kernels > MAX_KERNELS:
+            self.fail(position, f"more than {MAX_KERNELS} kernels in one spec")
         if name not in KERNEL_PARAMETERS:
             self.fail(position, f"unknown kernel {name!r} (use {', '.join(KERNEL_PARAMETERS)})")
         parameters: dict[str, float | str] = {}
