@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -113,6 +114,7 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         (["transfer", "sample:chelsea", "sample:mona-lisa"], "no sample image 'mona-lisa'"),
         (["transfer", "sample:chelsea"], "CONTENT image and at least one STYLE"),
         (["synthesize", "--loss", "mmd:gauss"], "unknown kernel 'gauss'"),
+        (["synthesize", "--loss", "mmd:" + "(" * 500 + "linear" + ")" * 500], "nested more than 64 deep"),
         (["synthesize", "--extractor", "vgg16"], "unknown extractor 'vgg16'"),
         (["synthesize", "--style-layers", "relu1_1,fc7"], "unknown layer name(s) ['fc7']"),
         (["synthesize", "--steps", "0"], "steps must be a positive integer"),
@@ -151,12 +153,104 @@ def test_snapshots_follow_each_stage_of_a_pyramid(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("output", "message"),
-    [("out.xyz", "cannot tell the image format"), ("missing/out.png", "does not exist")],
+    ("options", "message"),
+    [
+        (["-o", "out.xyz"], "cannot tell the image format"),
+        (["-o", "missing/out.png"], "-o 'missing/out.png': the folder 'missing' does not exist"),
+        (["-o", "folder"], "-o 'folder' is a folder"),
+        (["-o", "/proc/out.png"], "-o '/proc/out.png': cannot write in the folder '/proc'"),
+        (["-o", "out.png", "--history", "out.png"], "-o and --history both name 'out.png'"),
+        (["-o", "out.png", "--plot", "out.png"], "-o and --plot both name 'out.png'"),
+        (["-o", "out.png", "--history", "out-loss.png"], "--history and --plot both name 'out-loss.png'"),
+        (["-o", "out.png", "--plot", "folder/../out.png"], "both name"),  # the same file, spelt otherwise
+        (["-o", "out.png", "--save-every", "2", "--plot", "out-00002.png"], "the name of a snapshot"),
+    ],
 )
-def test_bad_outputs_are_refused_before_running(tmp_path, capsys, output, message):
-    assert cli.main(["synthesize", "-o", str(tmp_path / output), *FAST]) == 2
-    assert message in capsys.readouterr().err
+def test_bad_outputs_are_refused_before_running(tmp_path, monkeypatch, capsys, options, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    assert cli.main(["synthesize", *options, *FAST]) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.count("\n") == 1, error  # one line
+    assert [path.name for path in tmp_path.iterdir()] == ["folder"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_a_folder_without_write_permission_is_refused_before_running(tmp_path, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    assert cli.main(["synthesize", "-o", str(folder / "out.png"), *FAST]) == 2
+    assert "cannot write in the folder" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_at_the_end_is_rescued(tmp_path, monkeypatch, capsys):
+    # a disk that fills up during the run: the checks passed, the final rename fails once
+    output = tmp_path / "out.png"
+    replace = os.replace
+
+    def full_disk(source, destination):
+        if os.fspath(destination) == str(output):
+            raise OSError(28, "No space left on device")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert cli.main(["synthesize", "-o", str(output), "--steps", "2", "--no-plot", *FAST]) == 1
+    rescued = tmp_path / "out.rescued.png"
+    assert f"could not write -o '{output}' (No space left on device); saved it as '{rescued}'" in (
+        capsys.readouterr().err
+    )
+    assert load_image(rescued).shape == (32, 32, 3)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json", "out.rescued.png"]
+
+
+def interrupting(monkeypatch, *signals):
+    """Send ``signals`` to this process when the run reports its first chunk of steps."""
+    from mmdstyle.cli import transfer as command
+
+    run = command.transfer
+
+    def transfer(*arguments, on_chunk, **options):
+        def first_chunk(step, image, records):
+            on_chunk(step, image, records)
+            if records[0]["step"] == 0:
+                for number in signals:
+                    os.kill(os.getpid(), number)
+
+        return run(*arguments, on_chunk=first_chunk, **options)
+
+    monkeypatch.setattr(command, "transfer", transfer)
+
+
+@pytest.mark.parametrize(("number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_keeps_its_steps_and_says_how_to_go_on(
+    tmp_path, monkeypatch, capsys, number, status
+):
+    # Ctrl-C (or SIGTERM) after step 2 of 300, at a step boundary: the run stops there and writes
+    # what it has
+    interrupting(monkeypatch, number)
+    output = tmp_path / "out.png"
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    options = ["--steps", "300", "--save-every", "2", "--optimizer", "adam", *FAST]
+    assert cli.main(["synthesize", "-o", str(output), *options]) == status
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    error = capsys.readouterr().err
+    assert f"interrupted after 2 of 300 steps; wrote {output}" in error
+    assert f"--init {output}" in error
+    assert "Traceback" not in error
+    history = json.loads((tmp_path / "out.json").read_text())
+    assert len(history["history"]) == 2
+    assert history["stopped_early"] == "stopped on request after step 1"
+    assert load_image(output).shape == (32, 32, 3)
+    assert (tmp_path / "out-loss.png").is_file()
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path, monkeypatch, capsys):
+    interrupting(monkeypatch, signal.SIGINT, signal.SIGINT)
+    output = tmp_path / "out.png"
+    assert cli.main(["synthesize", "-o", str(output), "--steps", "300", "--save-every", "2", *FAST]) == 130
+    assert "mmdstyle: aborted." in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out-00002.png"]  # the snapshot before it
 
 
 def test_a_non_image_file_is_refused(tmp_path, capsys):

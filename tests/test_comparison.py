@@ -150,18 +150,30 @@ def test_cli_compare_writes_figure_json_and_images(tiny_vgg, tmp_path, capsys):
     output = tmp_path / "compare.png"
     arguments = ["--extractor", tiny_vgg, "--size", "32", "--steps", "3", "--optimizer", "adam", "--quiet"]
     arguments += ["--style-layers", ",".join(LAYERS), "--losses", "gram,mmd:poly(degree=3, c=1)"]
-    assert cli.main(["compare", *arguments, "-o", str(output), "--save-images"]) == 0
+    arguments += ["-o", str(output), "--save-images", "--json", str(tmp_path / "runs.json")]
+    assert cli.main(["compare", *arguments]) == 0
     assert "mmd:poly(degree=3, c=1)" in capsys.readouterr().out
     assert_nontrivial_png(output)
-    data = json.loads((tmp_path / "compare.json").read_text())
+    data = json.loads((tmp_path / "runs.json").read_text())
     assert [run["loss"] for run in data["runs"]] == ["gram", "mmd:poly(degree=3, c=1)"]
     assert data["images"] == ["sample:chelsea", "sample:hubble"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "compare-1.png",
         "compare-2.png",
-        "compare.json",
         "compare.png",
+        "runs.json",
     ]
+
+
+def test_cli_compare_writes_json_only_when_asked_and_says_what_it_wrote(tiny_vgg, tmp_path, capsys):
+    output = tmp_path / "compare.png"
+    arguments = ["--extractor", tiny_vgg, "--size", "16", "--steps", "1", "--optimizer", "adam"]
+    assert (
+        cli.main(["compare", *arguments, "--style-layers", LAYERS[0], "--losses", "gram", "-o", str(output)])
+        == 0
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["compare.png"]
+    assert f"wrote {output}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -173,6 +185,8 @@ def test_cli_compare_writes_figure_json_and_images(tiny_vgg, tmp_path, capsys):
         (["--style-layers", "relu9_9"], "relu9_9"),
         (["-o", "compare.gif"], "-o"),
         (["-o", "missing/compare.png"], "does not exist"),
+        (["-o", "same.png", "--json", "same.png"], "both name"),
+        (["-o", "."], "is a folder"),
     ],
 )
 def test_cli_compare_bad_input_exits_2_and_writes_nothing(

@@ -403,3 +403,20 @@ def test_a_layers_style_loss_is_its_override_else_the_loss():
     settings = TransferConfig(loss="mmd:linear", layer_losses={"relu1_1": "bn"})
     assert str(settings.style_spec("relu1_1")) == "bn"
     assert str(settings.style_spec("relu2_1")) == "mmd:linear"
+
+
+def test_a_stop_request_ends_the_run_after_the_step_it_follows(network, images):
+    # what the command line's Ctrl-C uses: asked after every step, here True from the third on
+    content, style = images
+    asked = iter(range(1000))
+    settings = config(steps=10, chunk=10, optimizer="adam")
+    result = transfer(
+        content, [style], settings, extractor=network, progress=False, stop=lambda: next(asked) >= 2
+    )
+    assert [record["step"] for record in result.history] == [0, 1, 2]
+    assert result.stopped_early == "stopped on request after step 2"
+    whole = transfer(
+        content, [style], dataclasses.replace(settings, steps=3), extractor=network, progress=False
+    )
+    np.testing.assert_array_equal(result.image, whole.image)  # the image that the third step reached
+    assert whole.stopped_early is None

@@ -82,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     use_compilation_cache(compilation_cache())
-    return arguments.run(arguments)
+    try:
+        return arguments.run(arguments)
+    except KeyboardInterrupt:  # a second Ctrl-C during a run, or one outside it: no traceback
+        print("mmdstyle: aborted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

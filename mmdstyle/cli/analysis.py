@@ -7,6 +7,7 @@ with a message naming the problem, and writes its files atomically.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from mmdstyle.cli.options import (
     add_optimiser_options,
     add_size_options,
     at_least,
-    check_outputs,
     config_from,
     extractor_from,
     level,
@@ -33,6 +33,7 @@ from mmdstyle.cli.options import (
     parse_specs,
     positive_float,
 )
+from mmdstyle.cli.outputs import Writer, check_outputs
 from mmdstyle.features.files import write_json
 from mmdstyle.style.images import save_image
 from mmdstyle.style.specs import parse_kernel_spec
@@ -79,7 +80,8 @@ def _load_pair(images: list[str], default: tuple[str, str], what: str):
 def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None:
     """``--json``, ``--plot`` and the network options.
 
-    The outputs are checked by :func:`check_outputs` and written by :func:`_write`.
+    The outputs are checked by :func:`~mmdstyle.cli.outputs.check_outputs` and written by
+    :func:`_write`.
     """
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
@@ -88,10 +90,14 @@ def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None
 
 
 def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> None:
+    """The report as JSON (``--json``) and its figure (``--plot``), if asked; says what it wrote."""
+    write = Writer()
     if arguments.json:
-        write_json(arguments.json, data)
+        write(lambda path: write_json(path, data), arguments.json, "--json")
     if figure is not None and arguments.plot:
-        figure(path=arguments.plot)
+        write(lambda path: figure(path=path), arguments.plot, "--plot")
+    if write.written:
+        print(f"mmdstyle: wrote {write}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- verify
@@ -124,7 +130,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_verify(arguments: argparse.Namespace) -> int:
     """``mmdstyle verify``: 0 when every float64 identity holds, 1 when one fails."""
-    check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    check_outputs(("--json", arguments.json, "json"), ("--plot", arguments.plot, "figure"))
     options = {"tolerance": arguments.tolerance, "estimator": arguments.estimator}
     if arguments.synthetic:
         if arguments.images or arguments.layers or arguments.extractor or arguments.weights:
@@ -207,7 +213,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     add_size_options(parser, size=64)
     add_optimiser_options(parser, synthesis=False, steps=30, init=None, several_styles=False)
     outputs = parser.add_argument_group("outputs")
-    outputs.add_argument("--json", metavar="FILE", help="the runs and the matrix as JSON (default: OUT.json)")
+    outputs.add_argument("--json", metavar="FILE", help="also write the runs and the matrix as JSON to FILE")
     outputs.add_argument("--save-images", action="store_true", help="also save each result as OUT-<i>.png")
     outputs.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -215,8 +221,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compare(arguments: argparse.Namespace) -> int:
     """``mmdstyle compare``: 0, or 1 when a run stopped early."""
     output = Path(arguments.output)
-    arguments.json = arguments.json or str(output.with_suffix(".json"))
-    check_outputs((arguments.json, "json"), (output, "-o"))
+    check_outputs(("-o", output, "figure"), ("--json", arguments.json, "json"))
     synthesis = arguments.synthesize
     if synthesis:
         names = arguments.images or ["sample:gravel"]
@@ -252,14 +257,19 @@ def run_compare(arguments: argparse.Namespace) -> int:
         on_run=on_run,
     )
     print(comparison.format_table())
-    plot_comparison(comparison, path=output)
+    write = Writer()
+    write(lambda path: plot_comparison(comparison, path=path), output, "-o")
     data = comparison.to_dict() | {"images": names}
     if arguments.save_images:
-        data["result_images"] = [
-            str(save_image(output.with_name(f"{output.stem}-{index}.png"), run.image))
-            for index, run in enumerate(comparison.runs, start=1)
-        ]
-    write_json(arguments.json, data)
+        data["result_images"] = []
+        for index, run in enumerate(comparison.runs, start=1):
+            path = output.with_name(f"{output.stem}-{index}.png")
+            saved = write(functools.partial(save_image, image=run.image), path, "--save-images")
+            data["result_images"].append(str(saved))
+    if arguments.json:
+        write(lambda path: write_json(path, data), arguments.json, "--json")
+    if not arguments.quiet:
+        print(f"mmdstyle: wrote {write}", file=sys.stderr)
     stopped = [run.loss for run in comparison.runs if run.stopped_early]
     if stopped:
         print(f"mmdstyle: the run(s) of {', '.join(stopped)} stopped early (see the JSON).", file=sys.stderr)
@@ -305,7 +315,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_test(arguments: argparse.Namespace) -> int:
     """``mmdstyle test``: 0 whatever the verdict (the verdicts are in the table and the JSON)."""
-    check_outputs((arguments.json, "json"), (arguments.plot, "--plot"))
+    check_outputs(("--json", arguments.json, "json"), ("--plot", arguments.plot, "figure"))
     kernel = parse_kernel_spec(arguments.kernel)
     permutation_test_options(kernel, arguments.estimator)  # a route the test refuses, before any image
     (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")

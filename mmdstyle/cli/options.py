@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmdstyle._checks import ESTIMATORS
-from mmdstyle.analysis.figures import check_figure_path
-from mmdstyle.features.files import check_output_folder
 from mmdstyle.features.registry import FeatureExtractor, resolve_extractor
-from mmdstyle.style.images import image_format, load_image
+from mmdstyle.style.images import load_image
 from mmdstyle.style.objective import OPTIMIZERS, TransferConfig
 from mmdstyle.style.samples import resolve_image
 from mmdstyle.style.specs import split_specs
@@ -276,19 +273,3 @@ def config_from(arguments: argparse.Namespace, *, synthesis: bool, chunk: int = 
         original_colors=False if synthesis else option("original_colors", False),
         chunk=chunk,
     )
-
-
-def check_outputs(*paths: tuple[str | Path | None, str]) -> None:
-    """Refuse, before any work, outputs whose folder is missing or whose format is unknown.
-
-    Each entry is ``(path, kind)``: kind ``"json"``, ``"image"`` or the option of a figure
-    (``"--plot"``, ``"-o"``), named in the message.
-    """
-    for path, kind in paths:
-        if path is None:
-            continue
-        check_output_folder(path)
-        if kind == "image":
-            image_format(path)
-        elif kind != "json":
-            check_figure_path(path, kind)

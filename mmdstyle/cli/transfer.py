@@ -7,6 +7,7 @@ output is written atomically: a failed or interrupted run leaves no half-written
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -19,11 +20,11 @@ from mmdstyle.cli.options import (
     add_network_options,
     add_optimiser_options,
     add_size_options,
-    check_outputs,
     config_from,
     extractor_from,
     load_images,
 )
+from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
 from mmdstyle.style.engine import transfer
 from mmdstyle.style.images import luminance_transfer, resize, save_image
@@ -86,8 +87,14 @@ def add_run_arguments(
 
 
 def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
-    """Check everything, run, write the outputs; 0 on success, 1 on a stopped run, 2 on bad input."""
-    content, styles, config, extractor, output = _prepare(arguments, synthesis=synthesis)
+    """Check everything, run, write the outputs.
+
+    Exit status 0 on success; 1 on a run that stopped early or an output saved elsewhere than
+    asked; 2 on bad input (nothing computed); 130 or 143 after Ctrl-C or SIGTERM (the steps done
+    so far written).
+    """
+    content, styles, config, extractor, outputs = _prepare(arguments, synthesis=synthesis)
+    output = outputs["-o"]
     say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
 
     def on_chunk(step: int, image: np.ndarray, records: list[dict]) -> None:
@@ -98,24 +105,39 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
             save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
 
     default_style_weight = with_default_weights(config, extractor).style_weight
-    result = transfer(
-        content, styles, config, extractor=extractor, progress=not arguments.quiet, on_chunk=on_chunk
-    )
-    save_image(output, result.image)
-    history_path = Path(arguments.history) if arguments.history else output.with_suffix(".json")
+    with Interrupts(say) as interrupts:
+        result = transfer(
+            content,
+            styles,
+            config,
+            extractor=extractor,
+            progress=not arguments.quiet,
+            on_chunk=on_chunk,
+            stop=interrupts,
+        )
+    write = Writer()
+    write(lambda path: save_image(path, result.image), output, "-o")
     report = {"config": _describe(result.config, arguments), "stopped_early": result.stopped_early}
-    write_json(history_path, {**report, "history": result.history})
-    written = [str(output), str(history_path)]
-    if not arguments.no_plot and result.history:
+    history = {**report, "history": result.history}
+    write(lambda path: write_json(path, history), outputs["--history"], "--history")
+    if "--plot" in outputs and result.history:
         from mmdstyle.analysis.figures import plot_history
 
-        plot_path = Path(arguments.plot) if arguments.plot else output.with_name(f"{output.stem}-loss.png")
-        plot_history(
-            result.history, path=plot_path, title=f"style loss {config.loss}", show_tv=config.tv_weight > 0
+        title = f"style loss {config.loss}"
+        write(
+            lambda path: plot_history(result.history, path=path, title=title, show_tv=config.tv_weight > 0),
+            outputs["--plot"],
+            "--plot",
         )
-        written.append(str(plot_path))
+    if interrupts():
+        print(
+            f"mmdstyle: interrupted after {len(result.history)} of {config.steps * len(config.stages())} "
+            f"steps; wrote {write}. Continue from the image with --init {output}",
+            file=sys.stderr,
+        )
+        return interrupts.exit_status
     if result.stopped_early:
-        print(f"mmdstyle: {result.stopped_early}", file=sys.stderr)
+        print(f"mmdstyle: {result.stopped_early}; wrote {write}", file=sys.stderr)
         return 1
     if arguments.style_weight is None and result.config.style_weight != default_style_weight:
         say(
@@ -125,18 +147,28 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     if result.stalled:
         print(f"mmdstyle: {result.stalled}", file=sys.stderr)
     last = result.history[-1]
-    say(
-        f"wrote {', '.join(written)} (loss {last['loss']:.4g} after {len(result.history)} steps, "
-        f"{last['seconds']:.1f} s)"
-    )
-    return 0
+    say(f"wrote {write} (loss {last['loss']:.4g} after {len(result.history)} steps, {last['seconds']:.1f} s)")
+    return 1 if write.rescued else 0
 
 
 def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
     output = Path(arguments.output)
-    check_outputs((output, "image"), (arguments.history, "json"), (arguments.plot, "--plot"))
     if arguments.save_every < 0:
         raise ValueError(f"--save-every must be >= 0, got {arguments.save_every}.")
+    plot = None if arguments.no_plot else arguments.plot or output.with_name(f"{output.stem}-loss.png")
+    outputs = check_outputs(
+        ("-o", output, "image"),
+        ("--history", arguments.history or output.with_suffix(".json"), "json"),
+        ("--plot", plot, "figure"),
+    )
+    if arguments.save_every:
+        snapshot = re.compile(rf"{re.escape(output.stem)}-\d{{5}}{re.escape(output.suffix)}")
+        for option, path in outputs.items():
+            if path.parent.resolve() == output.parent.resolve() and snapshot.fullmatch(path.name):
+                raise ValueError(
+                    f"{option} {str(path)!r} has the name of a snapshot of --save-every, which would "
+                    "overwrite it; choose another name."
+                )
     if synthesis:
         content_name, style_names = None, arguments.styles or ["sample:gravel"]
     else:
@@ -151,7 +183,7 @@ def _prepare(arguments: argparse.Namespace, *, synthesis: bool):
     config = config_from(arguments, synthesis=synthesis, chunk=_chunk(arguments.save_every, arguments.steps))
     extractor = extractor_from(arguments)
     check_config(config, extractor, len(styles), synthesis=synthesis)
-    return content, styles, config, extractor, output
+    return content, styles, config, extractor, outputs
 
 
 def _chunk(save_every: int, steps: int) -> int:

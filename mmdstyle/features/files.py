@@ -12,11 +12,35 @@ from pathlib import Path
 from typing import Any
 
 
-def check_output_folder(path: str | os.PathLike) -> Path:
-    """``path`` as a Path whose folder exists: outputs are checked before any work, not after it."""
+def check_output_folder(path: str | os.PathLike, what: str = "the output") -> Path:
+    """``path`` as a Path that a file can be written to: outputs are checked before any work.
+
+    The path must not be a folder, and its folder must exist and take a new file: a temporary
+    file is made there and removed, as :func:`atomic_path` will do (that also catches a
+    read-only file system, or a folder such as /proc that takes no files). ``what`` names the
+    path in the messages (an option such as ``"--plot"``).
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: the path is a folder, or nothing can be written in its folder.
+    """
     path = Path(path)
-    if not path.parent.exists():
-        raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist.")
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder: name the file to write.")
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"{what} {str(path)!r}: the folder {str(folder)!r} {problem}.")
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".mmdstyle-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(
+            f"{what} {str(path)!r}: cannot write in the folder {str(folder)!r} ({reason}); choose a folder "
+            "you can write to."
+        ) from None
     return path
 
 

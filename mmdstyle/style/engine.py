@@ -239,6 +239,7 @@ def run_stage(
     first_step: int = 0,
     first_seconds: float = 0.0,
     on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, list[dict], str | None]:
     """Optimise ``image`` for ``steps`` steps; returns (image, history records, stop reason).
 
@@ -247,7 +248,8 @@ def run_stage(
     since the stage started (compilation excluded, reported apart in the first record as
     ``compile_seconds``: about a millisecond when this process had already compiled the step).
     An L-BFGS stage that finds no lower loss in any direction has converged and ends early (its
-    last record says ``"converged": True``); that is not a stop reason.
+    last record says ``"converged": True``); that is not a stop reason. ``stop`` is asked after
+    every step; when it returns True the stage ends there, the image that step reached kept.
     """
     config = objective.config
     params = jnp.asarray(image, config.dtype)
@@ -264,7 +266,7 @@ def run_stage(
             start, value, terms, evaluations = stepper.step()
             images.append(start)
             outputs.append((value, {**terms, "evaluations": evaluations}))
-            if stepper.converged or stepper.failure:
+            if stepper.converged or stepper.failure or (stop is not None and stop()):
                 length = len(outputs)
                 break
         images.append(stepper.image)
@@ -318,6 +320,11 @@ def run_stage(
             history[-1]["converged"] = True
         if on_chunk is not None:
             on_chunk(first_step + done, np.asarray(params), history[-length:])
+        if stop is not None and stop():
+            requested = f"stopped on request after step {first_step + done - 1}"
+            break
+    else:
+        requested = None
     if history:
         history[0]["compile_seconds"] = stepper.compile_seconds
     if not bool(jnp.all(jnp.isfinite(params))):
@@ -325,11 +332,11 @@ def run_stage(
             np.asarray(last_finite),
             history,
             (
-                f"the image became non-finite in the last step ({first_step + steps - 1}); "
+                f"the image became non-finite in the last step ({first_step + done - 1}); "
                 "keeping the one before it."
             ),
         )
-    return np.asarray(params), history, None
+    return np.asarray(params), history, requested
 
 
 def available_memory() -> int | None:
@@ -407,6 +414,7 @@ def transfer(
     extractor: Any = None,
     progress: bool = True,
     on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TransferResult:
     """Style transfer (``content`` given) or texture synthesis (``content`` None).
 
@@ -418,6 +426,8 @@ def transfer(
             one (pretrained VGG-19 if cached, else the announced weight-free network).
         progress: show a progress bar with the current loss (on stderr).
         on_chunk: called as ``on_chunk(step, image, records)`` after every chunk of steps.
+        stop: asked after every step; when it returns True the run ends there (the command line's
+            Ctrl-C), ``stopped_early`` saying so, and the result holds the image that step reached.
 
     Returns:
         A :class:`TransferResult`. A loss that becomes NaN or infinite stops the run; the result
@@ -476,6 +486,7 @@ def transfer(
                 first_step=stage * config.steps + done,
                 first_seconds=seconds,
                 on_chunk=report,
+                stop=stop,
             )
             for record in records:
                 record["stage"] = stage
