@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmdstyle import cli
-from mmdstyle.style.images import load_image
+from mmdstyle.style.images import load_image, save_image
 
 pytestmark = pytest.mark.usefixtures("standard_dtype_promotion", "tiny_vgg")  # see conftest
 FAST = ["--extractor", "tiny-vgg", "--size", "32", "--style-layers", "relu1_1,relu2_1", "--quiet"]
@@ -117,7 +117,10 @@ def test_an_overflowing_run_exits_1_and_keeps_the_last_good_image(tmp_path, caps
         (["synthesize", "--loss", "mmd:" + "(" * 500 + "linear" + ")" * 500], "nested more than 64 deep"),
         (["synthesize", "--extractor", "vgg16"], "unknown extractor 'vgg16'"),
         (["synthesize", "--style-layers", "relu1_1,fc7"], "unknown layer name(s) ['fc7']"),
-        (["synthesize", "--steps", "0"], "steps must be a positive integer"),
+        (["synthesize", "--steps", "0"], "mmdstyle: --steps must be a positive integer"),
+        (["synthesize", "--style-weight", "nan"], "mmdstyle: --style-weight must be a finite number"),
+        (["transfer", "--layer-loss", "relu3_1=gram"], "mmdstyle: --layer-loss names layers that are not"),
+        (["transfer", "--style-blend-weights", "1,2"], "mmdstyle: --style-blend-weights must give one"),
         (["synthesize", "--loss", "mmd:gaussian@rff(7)"], "num_features must be even"),
         (["synthesize", "--loss", "mmd:gaussian@sliced"], "route='sliced' cannot take gaussian"),
         (
@@ -253,6 +256,13 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path, monkeypatch, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out-00002.png"]  # the snapshot before it
 
 
+def test_an_image_of_a_few_pixels_is_refused(tmp_path, capsys):
+    save_image(tmp_path / "dot.png", np.full((1, 1, 3), 0.5))
+    assert cli.main(["synthesize", str(tmp_path / "dot.png"), "-o", str(tmp_path / "out.png"), *FAST]) == 2
+    assert "dot.png is 1 x 1 pixels: too few to carry a style" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["dot.png"]
+
+
 def test_a_non_image_file_is_refused(tmp_path, capsys):
     (tmp_path / "notes.jpg").write_text("hello")
     assert cli.main(["synthesize", str(tmp_path / "notes.jpg"), "-o", str(tmp_path / "out.png"), *FAST]) == 2
@@ -266,3 +276,15 @@ def test_help_lists_the_loss_language_and_examples(capsys):
     text = capsys.readouterr().out
     assert "mmd:gaussian(sigma=median)" in text
     assert "examples:" in text
+
+
+def test_library_names_of_settings_become_the_options_typed():
+    from mmdstyle.cli.command import in_flags
+
+    assert (
+        in_flags("style_weight must be >= 0; tv_weight too") == "--style-weight must be >= 0; --tv-weight too"
+    )
+    assert in_flags("steps must be a positive integer") == "--steps must be a positive integer"
+    assert in_flags("the loss after 3 steps") == "the loss after 3 steps"  # prose keeps its words
+    assert in_flags("layer_losses names relu9_1") == "--layer-loss names relu9_1"
+    assert in_flags("--style-weight was given") == "--style-weight was given"

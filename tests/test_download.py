@@ -38,6 +38,7 @@ from mmdstyle.features import (
     get_extractor,
     pretrained,
     pretrained_vgg19,
+    resolve_extractor,
     sha256_of,
 )
 from mmdstyle.features.vgg import TORCHVISION_INDEX
@@ -540,6 +541,14 @@ def test_default_extractor_without_weights_is_the_random_network_announced_once(
     assert err.count("\n") == 1
     assert "random" in err
     assert "mmdstyle weights download" in err
+
+
+def test_quiet_takes_the_random_network_without_a_word(capsys):
+    assert isinstance(resolve_extractor(quiet=True), MultiScaleRandom)
+    assert isinstance(default_extractor(announce=False), MultiScaleRandom)
+    assert capsys.readouterr().err == ""
+    resolve_extractor()
+    assert "mmdstyle weights download" in capsys.readouterr().err
 
 
 @BY_FUNCTION_AND_BY_NAME

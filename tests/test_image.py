@@ -85,6 +85,17 @@ def test_unreadable_files_are_explained(tmp_path, make, error, message):
         load_image(path)
 
 
+def test_a_truncated_jpeg_is_called_damaged_not_an_unknown_format(tmp_path, rng):
+    save_image(
+        tmp_path / "whole.jpg", rng.uniform(size=(64, 64, 3))
+    )  # noise: the data, not the header, dominate
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.jpg: a damaged JPEG file \(.*\); export it again") as error:
+        load_image(tmp_path / "cut.jpg")
+    assert "Use PNG, JPEG" not in str(error.value)
+
+
 def test_saving_refuses_unknown_formats_and_bad_arrays_before_writing(tmp_path, gradient):
     with pytest.raises(ValueError, match="cannot tell the image format"):
         save_image(tmp_path / "out.xyz", gradient)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,13 +48,60 @@ class Command:
         return parser
 
 
+#: The library's names of settings (TransferConfig's fields, the analysis functions' arguments)
+#: that the command line spells as options; see :func:`in_flags`.
+FLAGS = {
+    "layer_losses": "--layer-loss",
+    "max_samples": "--max-samples",
+    "num_permutations": "--permutations",
+    **{
+        name: "--" + name.replace("_", "-")
+        for name in (
+            "style_weight",
+            "content_weight",
+            "tv_weight",
+            "style_scale",
+            "style_blend_weights",
+            "style_layer_weights",
+            "style_layers",
+            "content_layers",
+            "learning_rate",
+            "redraw_every",
+            "original_colors",
+            "size",
+            "scales",
+            "steps",
+            "seed",
+            "init",
+            "optimizer",
+            "estimator",
+        )
+    },
+}
+
+
+def in_flags(message: str) -> str:
+    """A library message with its names of settings spelt as the options the user typed.
+
+    ``style_weight must be ...`` -> ``--style-weight must be ...``. Names with an underscore are
+    replaced wherever they stand; one-word names (``steps``, ``size``) only where they open the
+    message, since the same words also appear in prose.
+    """
+    for name, flag in FLAGS.items():
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+        elif message.startswith(f"{name} "):
+            message = flag + message[len(name) :]
+    return message
+
+
 def user_errors(run: Run) -> Run:
     """Turn bad input into a one-line message on stderr and exit status 2.
 
     Bad input is what the library refuses with a message that says what to do: a ValueError
     (bad specs, layers, sizes, files that are not images or weights), a FileNotFoundError (a
     missing image or output folder) or a MemoryError (a run too large for this machine, refused
-    before it starts).
+    before it starts). Settings are named as options (:func:`in_flags`).
     """
 
     @functools.wraps(run)
@@ -61,7 +109,7 @@ def user_errors(run: Run) -> Run:
         try:
             return run(arguments)
         except (ValueError, FileNotFoundError, MemoryError) as error:
-            print(f"mmdstyle: {error}", file=sys.stderr)
+            print(f"mmdstyle: {in_flags(str(error))}", file=sys.stderr)
             return 2
 
     return guarded

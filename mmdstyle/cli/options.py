@@ -232,13 +232,31 @@ def add_optimiser_options(
 def extractor_from(arguments: argparse.Namespace) -> FeatureExtractor:
     """The extractor the network options ask for."""
     return resolve_extractor(
-        arguments.extractor, weights=arguments.weights, pooling=arguments.pooling, padding=arguments.padding
+        arguments.extractor,
+        weights=arguments.weights,
+        pooling=arguments.pooling,
+        padding=arguments.padding,
+        quiet=getattr(arguments, "quiet", False),
     )
+
+
+#: Images with a side shorter than this are refused: too few pixels to carry a style or a content.
+MIN_IMAGE_SIDE = 16
 
 
 def load_images(names: list[str]) -> list[np.ndarray]:
     """Image arguments (paths or ``sample:NAME``) as arrays, each checked and read in turn."""
-    return [load_image(resolve_image(name)) for name in names]
+    images = []
+    for name in names:
+        image = load_image(resolve_image(name))
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+            height, width = image.shape[:2]
+            raise ValueError(
+                f"{name} is {width} x {height} pixels: too few to carry a style or a content (at least "
+                f"{MIN_IMAGE_SIDE} on each side); upscale it first if that is what you mean."
+            )
+        images.append(image)
+    return images
 
 
 def start_from(arguments: argparse.Namespace, *, synthesis: bool) -> str | np.ndarray:

@@ -105,19 +105,23 @@ def get_extractor(name: str = "default", **options: Any) -> FeatureExtractor:
     return _REGISTRY[name].factory(**options)
 
 
-def default_extractor(*, pooling: Pooling = "max", padding: Padding = "zero") -> FeatureExtractor:
+def default_extractor(
+    *, pooling: Pooling = "max", padding: Padding = "zero", announce: bool = True
+) -> FeatureExtractor:
     """The pretrained VGG-19 when cached, else the multi-scale random network (announced).
 
     ``pooling`` and ``padding`` apply to VGG-19; the random network has neither pooling nor a
-    choice of padding, and ignores them.
+    choice of padding, and ignores them. ``announce=False`` (the command line's ``--quiet``)
+    takes the random network without a word.
     """
     if cached_weights_available():
         return pretrained_vgg19(pooling=pooling, padding=padding, download_if_missing=False)
-    print(
-        "mmdstyle: no pretrained VGG-19 in the cache, using the weight-free multi-scale random-filter "
-        "network (Ustyuzhaninov et al. 2017); run `mmdstyle weights download` for the real VGG-19.",
-        file=sys.stderr,
-    )
+    if announce:
+        print(
+            "mmdstyle: no pretrained VGG-19 in the cache, using the weight-free multi-scale random-filter "
+            "network (Ustyuzhaninov et al. 2017); run `mmdstyle weights download` for the real VGG-19.",
+            file=sys.stderr,
+        )
     return MultiScaleRandom()
 
 
@@ -132,13 +136,14 @@ def resolve_extractor(
     weights: str | os.PathLike | None = None,
     pooling: Pooling | None = None,
     padding: Padding | None = None,
+    quiet: bool = False,
 ) -> FeatureExtractor:
     """The extractor a command line asks for with ``--extractor NAME`` and ``--weights FILE``.
 
     ``weights`` (a VGG-19 file in any supported format) implies VGG-19, so ``name`` must then be
-    ``None`` or ``"vgg19"``. Without either, this is :func:`default_extractor`.
-    ``pooling`` and ``padding`` go to the VGG-19 variants that take them; ``None`` keeps each
-    one's own default.
+    ``None`` or ``"vgg19"``. Without either, this is :func:`default_extractor` (``quiet``: its
+    fallback is not announced). ``pooling`` and ``padding`` go to the VGG-19 variants that take
+    them; ``None`` keeps each one's own default.
     """
     options = {key: value for key, value in (("pooling", pooling), ("padding", padding)) if value is not None}
     if weights is not None:
@@ -146,6 +151,8 @@ def resolve_extractor(
             raise ValueError(f"--weights loads a VGG-19, but the extractor {name!r} was asked for.")
         return load_vgg19(weights, **options)
     name = name or "default"
+    if name == "default" and _REGISTRY[name].factory is default_extractor:
+        return default_extractor(**options, announce=not quiet)
     return (
         get_extractor(name, **options)
         if name in ("default", "vgg19", "random-vgg19")

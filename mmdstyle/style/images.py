@@ -46,13 +46,19 @@ def load_image(path: str | os.PathLike, *, size: int | None = None) -> np.ndarra
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {str(path)!r}.")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
+        opened = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(
             f"{path}: not an image mmdstyle can read ({error}). Use PNG, JPEG, TIFF, WebP or BMP."
         ) from error
+    with opened:
+        try:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+        except (OSError, SyntaxError, ValueError) as error:  # the format is known; its data are not whole
+            raise ValueError(
+                f"{path}: a damaged {opened.format} file ({error}); export it again or use another copy."
+            ) from error
     array = _to_rgb_float(image)
     if size is not None:
         array = resize(array, fit_within(array.shape[:2], size))
