@@ -288,3 +288,14 @@ def test_library_names_of_settings_become_the_options_typed():
     assert in_flags("the loss after 3 steps") == "the loss after 3 steps"  # prose keeps its words
     assert in_flags("layer_losses names relu9_1") == "--layer-loss names relu9_1"
     assert in_flags("--style-weight was given") == "--style-weight was given"
+
+
+def test_the_time_reported_covers_start_up_and_compilation():
+    from mmdstyle.cli.transfer import _summary, seconds_since_the_process_started
+
+    history = [{"loss": 2.0, "seconds": 1.0, "compile_seconds": 3.0}, {"loss": 1.5, "seconds": 2.5}]
+    assert _summary(history, 10.0) == (
+        "loss 1.5 after 2 steps; 10.0 s in all: 2.5 s stepping, 3.0 s compiling, 4.5 s for the rest"
+    )
+    if sys.platform.startswith("linux"):  # this test process started before this line
+        assert 0.0 < seconds_since_the_process_started() < 24 * 3600

@@ -420,3 +420,30 @@ def test_a_stop_request_ends_the_run_after_the_step_it_follows(network, images):
     )
     np.testing.assert_array_equal(result.image, whole.image)  # the image that the third step reached
     assert whole.stopped_early is None
+
+
+def test_the_progress_bar_ticks_every_step_and_shows_the_stages_size(network, images, monkeypatch):
+    from mmdstyle.style import engine
+
+    calls = []
+
+    class Bar:
+        def update(self, count):
+            calls.append(("update", count))
+
+        def set_postfix(self, **shown):
+            calls.append(("postfix", shown))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "progress_bar", lambda **options: Bar())
+    content, style = images
+    settings = config(steps=3, chunk=2, optimizer="adam", scales=(16, 32))
+    transfer(content, [style], settings, extractor=network, progress=True)
+    sizes = [shown["size"] for kind, shown in calls if kind == "postfix"]
+    assert [kind for kind, _ in calls[:4]] == ["postfix", "update", "update", "postfix"]  # a tick per step
+    assert sum(count for kind, count in calls if kind == "update") == 6
+    assert calls[0] == ("postfix", {"size": 16})  # each stage's size, before any loss
+    assert ("postfix", {"size": 32}) in calls
+    assert sizes == sorted(sizes)

@@ -239,6 +239,7 @@ def run_stage(
     first_step: int = 0,
     first_seconds: float = 0.0,
     on_chunk: Callable[[int, np.ndarray, list[dict]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, list[dict], str | None]:
     """Optimise ``image`` for ``steps`` steps; returns (image, history records, stop reason).
@@ -248,8 +249,10 @@ def run_stage(
     since the stage started (compilation excluded, reported apart in the first record as
     ``compile_seconds``: about a millisecond when this process had already compiled the step).
     An L-BFGS stage that finds no lower loss in any direction has converged and ends early (its
-    last record says ``"converged": True``); that is not a stop reason. ``stop`` is asked after
-    every step; when it returns True the stage ends there, the image that step reached kept.
+    last record says ``"converged": True``); that is not a stop reason. ``on_step()`` is called
+    after every step (a progress bar's tick; the values are read back once per chunk). ``stop`` is
+    asked after every step; when it returns True the stage ends there, the image that step
+    reached kept.
     """
     config = objective.config
     params = jnp.asarray(image, config.dtype)
@@ -266,6 +269,8 @@ def run_stage(
             start, value, terms, evaluations = stepper.step()
             images.append(start)
             outputs.append((value, {**terms, "evaluations": evaluations}))
+            if on_step is not None:
+                on_step()
             if stepper.converged or stepper.failure or (stop is not None and stop()):
                 length = len(outputs)
                 break
@@ -467,10 +472,11 @@ def transfer(
         ) -> None:
             for record in records:
                 record["stage"] = stage
-            bar.update(len(records))
             bar.set_postfix(loss=f"{records[-1]['loss']:.4g}", size=size, refresh=False)
             if on_chunk is not None:
                 on_chunk(step, current, records)
+
+        bar.set_postfix(size=size)  # the stage's size from its first step on; the loss after a chunk
 
         # one run of the optimiser per draw of the random routes: config.redraw_every steps each,
         # or the whole stage
@@ -486,6 +492,7 @@ def transfer(
                 first_step=stage * config.steps + done,
                 first_seconds=seconds,
                 on_chunk=report,
+                on_step=lambda: bar.update(1),
                 stop=stop,
             )
             for record in records:
