@@ -299,3 +299,14 @@ def test_the_time_reported_covers_start_up_and_compilation():
     )
     if sys.platform.startswith("linux"):  # this test process started before this line
         assert 0.0 < seconds_since_the_process_started() < 24 * 3600
+
+
+def test_a_size_far_beyond_this_machine_is_refused_within_seconds(tmp_path, capsys):
+    # 20000 px through the multi-scale network: terabytes; refused from shapes, nothing resized
+    output = tmp_path / "out.png"
+    options = ["--extractor", "multiscale-random", "--size", "20000", "--quiet"]
+    assert cli.main(["synthesize", "-o", str(output), *options]) == 2
+    error = capsys.readouterr().err
+    assert "a 20000 x 20000 image needs at least" in error
+    assert "Use a size below" in error
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 import mmdstyle as ms
 from mmdstyle.features import random_vgg19
 from mmdstyle.style.engine import pairwise_route_advice, stage_images, synthesize, transfer
+from mmdstyle.style.images import fit_within
 from mmdstyle.style.objective import TransferConfig, total_variation
 from tests.helpers import count_compilations
 
@@ -344,12 +345,16 @@ def test_bad_settings_are_explained(network, images, changes, message):
 
 
 def test_a_run_too_large_for_memory_is_refused_with_a_size_that_fits(network, images, monkeypatch):
+    # memory enough for the bound from shapes, not for the compiled step: its exact check refuses
     from mmdstyle.style import engine
 
-    monkeypatch.setattr(engine, "available_memory", lambda: 2**10)  # pretend 1 KiB is free
     content, style = images
-    with pytest.raises(MemoryError, match=r"needs about .* GiB .* Use a size of about \d+ pixels"):
-        transfer(content, [style], config(), extractor=network, progress=False)
+    settings = engine.with_default_weights(config(), network)
+    shape, style_shape = fit_within(content.shape[:2], 32), fit_within(style.shape[:2], 32)
+    least = engine.least_memory(settings, network, shape, [style_shape], synthesis=False)
+    monkeypatch.setattr(engine, "available_memory", lambda: int(least / 0.9) + 1)
+    with pytest.raises(MemoryError, match=r"needs about .* MiB .* Use a size of about \d+ pixels"):
+        transfer(content, [style], settings, extractor=network, progress=False)
 
 
 def test_a_users_own_extractor_works(images):
@@ -447,3 +452,20 @@ def test_the_progress_bar_ticks_every_step_and_shows_the_stages_size(network, im
     assert calls[0] == ("postfix", {"size": 16})  # each stage's size, before any loss
     assert ("postfix", {"size": 32}) in calls
     assert sizes == sorted(sizes)
+
+
+def test_a_run_that_cannot_fit_is_refused_from_shapes_before_any_work(network, images, monkeypatch):
+    from mmdstyle.style import engine
+
+    content, style = images
+    settings = engine.with_default_weights(config(size=32, steps=1), network)
+    shape, style_shape = fit_within(content.shape[:2], 32), fit_within(style.shape[:2], 32)
+    needed = engine.least_memory(settings, network, shape, [style_shape], synthesis=False)
+    # at least the activations of the image through every layer up to relu5_1 (float32), and more
+    maps = network(jnp.zeros((*shape, 3)), network.layer_names[: network.layer_names.index("relu5_1") + 1])
+    assert needed > 4 * sum(feature.size for feature in maps.values())
+    monkeypatch.setattr(engine, "available_memory", lambda: needed)  # 90 % of it is all a run may take
+    monkeypatch.setattr(engine, "stage_images", None)  # nothing may be resized: it would fail here
+    expected = rf"a {shape[0]} x {shape[1]} image needs at least .* MiB .* Use a size below 24 pixels"
+    with pytest.raises(MemoryError, match=expected):
+        transfer(content, [style], settings, extractor=network, progress=False)

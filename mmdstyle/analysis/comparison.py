@@ -26,7 +26,14 @@ from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_ma
 from mmdstyle.features.layers import extract_samples, resolve_layers, subsample
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.mmd import mmd2
-from mmdstyle.style.engine import initial_image, stage_images, style_strength, transfer, with_default_init
+from mmdstyle.style.engine import (
+    check_run_memory,
+    initial_image,
+    stage_images,
+    style_strength,
+    transfer,
+    with_default_init,
+)
 from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
 from mmdstyle.style.specs import mmd2_options, parse_kernel_spec
 
@@ -252,6 +259,7 @@ def compare_losses(
     synthesis = content is None
     for loss in losses:
         check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
+    check_run_memory(config, extractor, content, [style])
     layers = resolve_layers(extractor, layers if layers is not None else config.style_layers)
     # the starting image and the style at the results' size, measured like the results; measuring
     # the start first checks the kernels, layers and estimator before any run

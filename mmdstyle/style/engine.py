@@ -370,10 +370,80 @@ def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
     if needed > 0.9 * available:
         fits = int(max(shape) * (0.9 * available / needed) ** 0.5) // 8 * 8
         raise MemoryError(
-            f"a {shape[0]} x {shape[1]} image needs about {needed / 2**30:.1f} GiB for this extractor and "
-            f"loss, but {available / 2**30:.1f} GiB are available. Use a size of about {fits} pixels or less "
+            f"a {shape[0]} x {shape[1]} image needs about {_in_units(needed)} for this extractor and "
+            f"loss, but {_in_units(available)} are available. Use a size of about {fits} pixels or less "
             "(--size), fewer or shallower layers, or a machine with more memory."
         )
+
+
+def least_memory(
+    config: TransferConfig,
+    extractor: Any,
+    shape: tuple[int, int],
+    style_shapes: Sequence[tuple[int, int]],
+    *,
+    synthesis: bool,
+) -> int:
+    """Bytes a stage of ``shape`` needs at the least, from shapes alone: nothing is computed.
+
+    The images (the content, the image, its gradient, the style images), the targets (the style
+    layers' features of every style image, the content layers' of the content) and one pass of
+    the network's activations over the image: every named layer up to the deepest one the loss
+    reads. The compiled step needs more (measured: 1.2-2.7x those activations for its
+    temporaries, on VGG-19 and the multi-scale network at 128 and 256 px, besides the weights),
+    so a run refused here could never have fitted.
+    """
+    itemsize = jnp.dtype(config.dtype).itemsize
+    style_layers = resolve_layers(extractor, config.style_layers, role="style")
+    content_layers = () if synthesis else resolve_layers(extractor, config.content_layers, role="content")
+    used = (*style_layers, *content_layers)
+    known = tuple(getattr(extractor, "layer_names", ()) or ())
+    deepest = max((known.index(layer) for layer in used if layer in known), default=-1)
+    passed = known[: deepest + 1] if set(used) <= set(known) else used
+
+    def elements(image_shape: tuple[int, int], layers: Sequence[str]) -> int:
+        if not layers:
+            return 0
+        image = jax.ShapeDtypeStruct((*image_shape, 3), jnp.dtype(config.dtype))
+        maps = jax.eval_shape(lambda image: extractor(image, tuple(layers)), image)
+        return sum(int(np.prod(feature.shape)) for feature in maps.values())
+
+    pixels = 3 * int(np.prod(shape)) * (2 if synthesis else 3) + sum(
+        3 * int(np.prod(s)) for s in style_shapes
+    )
+    targets = sum(elements(s, style_layers) for s in style_shapes) + elements(shape, content_layers)
+    return itemsize * (pixels + targets + elements(shape, passed))
+
+
+def check_run_memory(
+    config: TransferConfig, extractor: Any, content: np.ndarray | None, styles: Sequence[np.ndarray]
+) -> None:
+    """Refuse, before any image is resized, a run whose largest stage cannot fit in memory.
+
+    The bound of :func:`least_memory` against the memory available; the message names a size
+    about which it would fit (the need grows with the pixels). The compiled step is checked
+    again, exactly, before it runs (:func:`check_memory`).
+    """
+    available = available_memory()
+    if available is None:
+        return
+    size = config.stages()[-1]
+    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
+    side = max(16, round(size * config.style_scale))
+    style_shapes = [fit_within(style.shape[:2], side) for style in styles]
+    needed = least_memory(config, extractor, shape, style_shapes, synthesis=content is None)
+    if needed > 0.9 * available:
+        fits = int(size * (0.9 * available / needed) ** 0.5) // 8 * 8
+        raise MemoryError(
+            f"a {shape[0]} x {shape[1]} image needs at least {_in_units(needed)} with this extractor and "
+            f"these layers, but {_in_units(available)} are available. Use a size below {fits} pixels "
+            "(--size), fewer or shallower layers, or a machine with more memory."
+        )
+
+
+def _in_units(count: int) -> str:
+    """Bytes as GiB, or MiB below one GiB."""
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def stage_images(
@@ -443,6 +513,7 @@ def transfer(
         raise ValueError("at least one style image is needed.")
     extractor = extractor_or_default(extractor)
     check_config(config, extractor, len(styles), synthesis=content is None)
+    check_run_memory(config, extractor, content, styles)
     balance = config.style_weight is None and not _is_gram(config)
     config = with_default_weights(config, extractor)
     config = with_default_init(config, content)
