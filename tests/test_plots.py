@@ -130,3 +130,74 @@ def test_the_kernel_matrix_shows_the_subsampled_blocks(rng):
     (axis, _colorbar) = figure.axes
     assert axis.images[0].get_array().shape == (70, 70)
     assert "MMD^2" in axis.get_title()
+
+
+def _drawn(figure):
+    """The renderer of ``figure`` drawn as saving it draws it (Agg): texts placed, ticks labelled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _text_boxes_overlap(figure, texts) -> bool:
+    from matplotlib.text import Text
+
+    renderer = _drawn(figure)
+    # the words alone: an annotation's own extent includes its line to the point
+    boxes = [Text.get_window_extent(text, renderer) for text in texts if text.get_text()]
+    return any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1 :])
+
+
+@pytest.mark.parametrize("count", [5, 16])
+def test_the_identity_figure_labels_never_overlap(count):
+    # the verify figure of VGG-19's 5 style layers and of all 16 ReLU layers, losses crowded
+    # together and two layers with equal losses (their labels once sat one over the other)
+    from mmdstyle.analysis.verification import IdentityReport, LayerIdentity
+
+    losses = np.concatenate([[0.045, 0.045], np.geomspace(0.8, 1e-5, count - 2)])
+    layers = tuple(
+        LayerIdentity(
+            f"relu{index // 4 + 1}_{index % 4 + 1}",
+            64,
+            8,
+            "feature",
+            loss,
+            loss,
+            *[1e-15] * 6,
+            0.0,
+            1e-15,
+            1e-10,
+        )
+        for index, loss in enumerate(losses)
+    )
+    figure = plot_identity(IdentityReport(layers, "synthetic"))
+    scatter, bars = figure.axes[:2]
+    assert not _text_boxes_overlap(figure, [text for text in scatter.texts])  # the layers' names
+    assert not _text_boxes_overlap(figure, scatter.get_xticklabels() + scatter.get_yticklabels())
+    assert not _text_boxes_overlap(figure, bars.get_xticklabels())
+    renderer = _drawn(figure)
+    legend = bars.get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(patch.get_window_extent(renderer)) for patch in bars.patches)  # beside
+    from matplotlib.text import Text
+
+    frame = scatter.get_window_extent(renderer)
+    for text in scatter.texts:  # inside the axes: clear of the tick labels
+        box = Text.get_window_extent(text, renderer)
+        assert frame.contains(box.x0, box.y0), text.get_text()
+        assert frame.contains(box.x1, box.y1), text.get_text()
+
+
+def test_a_flat_loss_curve_gets_ticks_that_differ():
+    flat = [
+        {"step": i, "loss": 0.202031 + 1e-7 * i, "style": {"relu": 0.2}, "content": {}, "tv": 0.0}
+        for i in range(20)
+    ]
+    figure = plot_history(flat)
+    _drawn(figure)
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels() if label.get_text()]
+    assert len(labels) >= 3
+    assert len(set(labels)) == len(labels), labels
+    assert figure.axes[0].get_yscale() == "linear"
+    assert plot_history(_history()).axes[0].get_yscale() == "log"  # a loss that falls: log scale

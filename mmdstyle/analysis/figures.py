@@ -140,14 +140,18 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
     steps = [record["step"] for record in history]
     figure = _new_figure(figsize=(11, 4))
     total_axis, terms_axis = figure.subplots(1, 2)
-    total_axis.plot(steps, [record["loss"] for record in history], color="black")
-    total_axis.set(title="objective", xlabel="step", yscale="log")
+    losses = [record["loss"] for record in history]
+    total_axis.plot(steps, losses, color="black")
+    total_axis.set(title="objective", xlabel="step", yscale=_scale_for(losses))
+    curves = []
     for kind, line in (("style", "-"), ("content", "--")):
         for layer in history[0][kind]:
-            terms_axis.plot(steps, [record[kind][layer] for record in history], line, label=f"{kind} {layer}")
+            curves.append([record[kind][layer] for record in history])
+            terms_axis.plot(steps, curves[-1], line, label=f"{kind} {layer}")
     if show_tv:
-        terms_axis.plot(steps, [record["tv"] for record in history], ":", label="TV")
-    terms_axis.set(title="terms (unweighted)", xlabel="step", yscale="log")
+        curves.append([record["tv"] for record in history])
+        terms_axis.plot(steps, curves[-1], ":", label="TV")
+    terms_axis.set(title="terms (unweighted)", xlabel="step", yscale=_scale_for(np.concatenate(curves)))
     terms_axis.legend(ncols=2)
     stages = sorted({record.get("stage", 0) for record in history})
     for stage in stages[1:]:
@@ -157,6 +161,19 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
     if title:
         figure.suptitle(title)
     return figure
+
+
+def _scale_for(values: Any) -> str:
+    """``"log"`` for positive values spanning a factor of 2 or more, else ``"linear"``.
+
+    On a log axis a nearly flat curve gets tick labels that all read the same (2.02031e-1 five
+    times); a linear axis labels its ticks with an offset, each one distinct.
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0 or np.any(values <= 0):
+        return "linear"
+    return "log" if values.max() >= 2 * values.min() else "linear"
 
 
 # ---------------------------------------------------------------- the identity
@@ -169,18 +186,24 @@ def plot_identity(report: IdentityReport) -> Figure:
     Left: Gram loss against MMD / (4 d^2), one point per layer, on the diagonal when they agree.
     Right: every relative error of the report per layer, against the tolerance.
     """
+    from matplotlib.ticker import NullFormatter
+
     figure = _new_figure(figsize=(12, 4.2))
     scatter_axis, errors_axis = figure.subplots(1, 2, width_ratios=(1, 2))
     gram = np.array([layer.gram_loss for layer in report.layers])
     mmd = np.array([layer.mmd_loss for layer in report.layers])
     positive = np.concatenate([gram, mmd])
     positive = positive[positive > 0]
-    low, high = (positive.min() / 2, positive.max() * 2) if positive.size else (1e-3, 1.0)
+    # whole decades: labelled major ticks, where a narrower range labelled crowded minor ones
+    low, high = (
+        (10.0 ** np.floor(np.log10(positive.min() / 2)), 10.0 ** np.ceil(np.log10(positive.max() * 2)))
+        if positive.size
+        else (1e-3, 1.0)
+    )
     scatter_axis.plot([low, high], [low, high], color="grey", linewidth=0.8, label="y = x")
     for layer, x, y in zip(report.layers, gram, mmd, strict=True):
         color = "#2ca02c" if layer.passed else "#d62728"
         scatter_axis.scatter([x], [y], color=color, zorder=3)
-        scatter_axis.annotate(layer.layer, (x, y), textcoords="offset points", xytext=(5, -3))
     estimator = "MMD_b" if report.estimator == "biased" else "MMD_u"
     scatter_axis.set(
         xscale="log",
@@ -192,7 +215,10 @@ def plot_identity(report: IdentityReport) -> Figure:
         title="the two sides, per layer",
     )
     scatter_axis.set_aspect("equal")
-    scatter_axis.legend(loc="upper left")
+    for ticks in (scatter_axis.xaxis, scatter_axis.yaxis):
+        ticks.set_minor_formatter(NullFormatter())  # the decades only: 2, 3, 4 x 10^k collided
+    scatter_axis.legend(loc="lower right")
+    _label_points(scatter_axis, [layer.layer for layer in report.layers], gram, mmd)
     series = {
         "value f64": [layer.value_error for layer in report.layers],
         "gradient f64": [layer.gradient_error for layer in report.layers],
@@ -221,6 +247,46 @@ def plot_identity(report: IdentityReport) -> Figure:
     return figure
 
 
+#: Least vertical distance between two point labels, in axes fractions (a line of small text).
+LABEL_GAP = 0.05
+#: Labels at this height (axes fraction) and above go left of the diagonal, where a layer's name
+#: (about a quarter of the axes' width) has room; below it, right of the diagonal.
+LEFT_FROM = 0.37
+
+
+def _label_points(axis: Any, names: Sequence[str], xs: Any, ys: Any) -> None:
+    """Name each point of a diagonal scatter, in the empty upper-left half, labels never overlapping.
+
+    Each label sits at its point's height where it can, moved up or down just enough to keep
+    ``LABEL_GAP`` from the next (the sweep keeps them inside the axes), beside the diagonal at
+    that height (left of it from ``LEFT_FROM`` up, right of it below), with a thin line to its
+    point: close points (equal losses at two layers) get labels apart instead of one over the
+    other. The axes' limits must be set.
+    """
+    to_axes = axis.transAxes.inverted()
+    points = [to_axes.transform(axis.transData.transform((x, y))) for x, y in zip(xs, ys, strict=True)]
+    order = sorted(range(len(points)), key=lambda index: points[index][1])
+    heights = [float(np.clip(points[index][1], 0.03, 0.97)) for index in order]
+    for i in range(1, len(heights)):  # upwards: at least a gap above the one below
+        heights[i] = max(heights[i], heights[i - 1] + LABEL_GAP)
+    heights[-1:] = [min(heights[-1], 0.97)] if heights else []
+    for i in range(len(heights) - 2, -1, -1):  # downwards: back inside the top
+        heights[i] = min(heights[i], heights[i + 1] - LABEL_GAP)
+    for index, height in zip(order, heights, strict=True):
+        axis.annotate(
+            names[index],
+            xy=points[index],
+            xycoords="axes fraction",
+            # left of the diagonal; lower down, where a name has no room there, right of it
+            xytext=(height - 0.12, height) if height > LEFT_FROM else (height + 0.12, height),
+            textcoords="axes fraction",
+            ha="right" if height > LEFT_FROM else "left",
+            va="center",
+            fontsize="small",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5, "shrinkA": 2, "shrinkB": 4},
+        )
+
+
 def _grouped_bars(
     axis: Any,
     values: Mapping[str, Mapping[str, float | None]],
@@ -242,10 +308,11 @@ def _grouped_bars(
         axis.bar(positions + (index - (count - 1) / 2) * width, heights, width, label=label)
     if reference is not None:
         axis.axhline(reference[0], color="black", linestyle="--", linewidth=0.8, label=reference[1])
-    axis.set_xticks(positions, layers)
+    axis.set_xticks(positions, layers, rotation=90 if len(layers) > 8 else 0)  # many: upright, apart
     if log:
         axis.set_yscale("log")
-    axis.legend(ncols=min(3, count + (reference is not None)))
+    # beside the axes, not over the bars
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axis.grid(axis="x", visible=False)
 
 
