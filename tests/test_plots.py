@@ -141,10 +141,9 @@ def _drawn(figure):
     return canvas.get_renderer()
 
 
-def _text_boxes_overlap(figure, texts) -> bool:
+def _text_boxes_overlap(renderer, texts) -> bool:
     from matplotlib.text import Text
 
-    renderer = _drawn(figure)
     # the words alone: an annotation's own extent includes its line to the point
     boxes = [Text.get_window_extent(text, renderer) for text in texts if text.get_text()]
     return any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1 :])
@@ -174,10 +173,10 @@ def test_the_identity_figure_labels_never_overlap(count):
     )
     figure = plot_identity(IdentityReport(layers, "synthetic"))
     scatter, bars = figure.axes[:2]
-    assert not _text_boxes_overlap(figure, [text for text in scatter.texts])  # the layers' names
-    assert not _text_boxes_overlap(figure, scatter.get_xticklabels() + scatter.get_yticklabels())
-    assert not _text_boxes_overlap(figure, bars.get_xticklabels())
     renderer = _drawn(figure)
+    assert not _text_boxes_overlap(renderer, scatter.texts)  # the layers' names
+    assert not _text_boxes_overlap(renderer, scatter.get_xticklabels() + scatter.get_yticklabels())
+    assert not _text_boxes_overlap(renderer, bars.get_xticklabels())
     legend = bars.get_legend().get_window_extent(renderer)
     assert not any(legend.overlaps(patch.get_window_extent(renderer)) for patch in bars.patches)  # beside
     from matplotlib.text import Text
