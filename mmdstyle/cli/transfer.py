@@ -28,7 +28,7 @@ from mmdstyle.cli.options import (
 )
 from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
-from mmdstyle.style.engine import transfer
+from mmdstyle.style.engine import check_run_memory, transfer
 from mmdstyle.style.images import luminance_transfer, resize, save_image
 from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
 
@@ -40,7 +40,8 @@ EPILOG_TRANSFER = """examples:
 
 EPILOG_SYNTHESIZE = """examples:
   mmdstyle synthesize sample:gravel -o gravel.png --size 128
-  mmdstyle synthesize texture.jpg -o out.png --loss "0.5*mmd:linear + 0.5*bn" --layer-loss relu1_1=gram"""
+  mmdstyle synthesize texture.jpg -o out.png --loss "0.5*mmd:linear + 0.5*bn" --layer-loss relu1_1=gram \\
+      --extractor random-vgg19        (relu1_1 is a VGG-19 layer)"""
 
 
 def add_run_arguments(
@@ -86,6 +87,11 @@ def add_run_arguments(
     outputs.add_argument("--plot", metavar="FILE", help="loss curves (default: OUT-loss.png)")
     outputs.add_argument("--no-plot", action="store_true", help="no loss-curve figure")
     outputs.add_argument("--quiet", action="store_true", help="no progress bar, no messages except errors")
+    outputs.add_argument(
+        "--check",
+        action="store_true",
+        help="check the images, specs, layers, outputs and memory, then stop without running (exit 0: ready)",
+    )
 
 
 def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
@@ -99,6 +105,11 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     content, styles, config, extractor, outputs = _prepare(arguments, synthesis=synthesis)
     output = outputs["-o"]
     say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+    if arguments.check:
+        check_run_memory(config, extractor, content, styles)
+        stages = ", ".join(str(size) for size in config.stages())
+        say(f"mmdstyle: ready: every check passed ({config.steps} steps at {stages} px, loss {config.loss})")
+        return 0
 
     def on_chunk(step: int, image: np.ndarray, records: list[dict]) -> None:
         within_stage = step - records[-1]["stage"] * config.steps if "stage" in records[-1] else step
