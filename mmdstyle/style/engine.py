@@ -368,13 +368,29 @@ def check_memory(compiled: Any, shape: tuple[int, int]) -> None:
     if analysis is None or available is None:
         return
     needed = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-    if needed > 0.9 * available:
-        fits = int(max(shape) * (0.9 * available / needed) ** 0.5) // 8 * 8
-        raise MemoryError(
-            f"a {shape[0]} x {shape[1]} image needs about {_in_units(needed)} for this extractor and "
-            f"loss, but {_in_units(available)} are available. Use a size of about {fits} pixels or less "
-            "(--size), fewer or shallower layers, or a machine with more memory."
-        )
+    _refuse_unless_it_fits(needed, available, shape, max(shape), exactly=True)
+
+
+def _refuse_unless_it_fits(
+    needed: int, available: int, shape: tuple[int, int], size: int, *, exactly: bool
+) -> None:
+    """A MemoryError when ``needed`` bytes exceed 90 % of ``available``, naming a size that fits.
+
+    The need grows with the pixels, so the size that fits is ``size`` scaled by the square root
+    of the shortfall. ``exactly``: ``needed`` is the compiled step's own; else a lower bound.
+    """
+    if needed <= 0.9 * available:
+        return
+    fits = int(size * (0.9 * available / needed) ** 0.5) // 8 * 8
+    need, use = (
+        ("about", f"of about {fits} pixels or less") if exactly else ("at least", f"below {fits} pixels")
+    )
+    setting = "for this extractor and loss" if exactly else "with this extractor and these layers"
+    raise MemoryError(
+        f"a {shape[0]} x {shape[1]} image needs {need} {_in_units(needed)} {setting}, but "
+        f"{_in_units(available)} are available. Use a size {use} (--size), fewer or shallower layers, or "
+        "a machine with more memory."
+    )
 
 
 def least_memory(
@@ -446,17 +462,10 @@ def check_run_memory(
     if available is None:
         return
     size = max(config.stages())
-    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
-    side = max(16, round(size * config.style_scale))
-    style_shapes = [fit_within(style.shape[:2], side) for style in styles]
+    content_shape = None if content is None else content.shape[:2]
+    shape, style_shapes = stage_shapes(config, content_shape, [style.shape[:2] for style in styles], size)
     needed = least_memory(config, extractor, shape, style_shapes, synthesis=content is None)
-    if needed > 0.9 * available:
-        fits = int(size * (0.9 * available / needed) ** 0.5) // 8 * 8
-        raise MemoryError(
-            f"a {shape[0]} x {shape[1]} image needs at least {_in_units(needed)} with this extractor and "
-            f"these layers, but {_in_units(available)} are available. Use a size below {fits} pixels "
-            "(--size), fewer or shallower layers, or a machine with more memory."
-        )
+    _refuse_unless_it_fits(needed, available, shape, size, exactly=False)
 
 
 def _in_units(count: int) -> str:
@@ -469,13 +478,29 @@ def stage_images(
 ) -> tuple[np.ndarray | None, list[np.ndarray], tuple[int, int]]:
     """A stage's content and style images at ``size``, and the shape of the image it optimises.
 
-    The content (and so the result) keeps its aspect ratio with its longer side ``size`` (a
-    synthesis is square); each style image keeps its own, its longer side ``size * style_scale``.
+    The shapes are :func:`stage_shapes`'.
     """
-    shape = fit_within(content.shape[:2], size) if content is not None else (size, size)
+    content_shape = None if content is None else content.shape[:2]
+    shape, style_shapes = stage_shapes(config, content_shape, [style.shape[:2] for style in styles], size)
     stage_content = resize(content, shape) if content is not None else None
+    return stage_content, [resize(s, to) for s, to in zip(styles, style_shapes, strict=True)], shape
+
+
+def stage_shapes(
+    config: TransferConfig,
+    content_shape: tuple[int, int] | None,
+    style_shapes: Sequence[tuple[int, int]],
+    size: int,
+) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The (height, width) of a stage's image and of each style image at ``size``; nothing resized.
+
+    The content (and so the result) keeps its aspect ratio with its longer side ``size`` (a
+    synthesis, ``content_shape`` None, is square); each style image keeps its own, its longer side
+    ``size * style_scale`` (16 at least).
+    """
+    shape = fit_within(content_shape, size) if content_shape is not None else (size, size)
     side = max(16, round(size * config.style_scale))
-    return stage_content, [resize(style, fit_within(style.shape[:2], side)) for style in styles], shape
+    return shape, [fit_within(style_shape, side) for style_shape in style_shapes]
 
 
 def with_default_init(config: TransferConfig, content: np.ndarray | None) -> TransferConfig:
