@@ -95,17 +95,24 @@ def _styled(function: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def check_figure_path(path: str | os.PathLike, name: str = "figure") -> Path:
-    """A ValueError for an extension figures cannot be saved as; a FileNotFoundError for no folder.
+    """:func:`check_figure_format`, then the folder's checks.
 
-    ``name`` says what the path is for in the message (e.g. ``"--plot"``).
+    The folder's are :func:`~mmdstyle.features.files.check_output_folder`'s (missing, not
+    writable, the path a folder). ``name`` says what the path is for in the messages (e.g.
+    ``"--plot"``).
     """
+    return check_output_folder(check_figure_format(path, name), name)
+
+
+def check_figure_format(path: str | os.PathLike, name: str = "figure") -> Path:
+    """``path`` as a Path; a ValueError for an extension figures cannot be saved as."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_FORMATS:
         raise ValueError(
             f"{name} {str(path)!r}: a figure cannot be saved in that format; use one of the extensions "
             f"{', '.join(FIGURE_FORMATS)}."
         )
-    return check_output_folder(path)
+    return path
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mmdstyle.analysis.figures import check_figure_path
+from mmdstyle.analysis.figures import check_figure_format
 from mmdstyle.features.files import check_output_folder
 from mmdstyle.style.images import image_format
 
@@ -49,7 +49,7 @@ def check_outputs(*outputs: tuple[str, str | Path | None, str]) -> dict[str, Pat
         if kind == "image":
             image_format(path)
         elif kind == "figure":
-            check_figure_path(path, option)
+            check_figure_format(path, option)
         checked[option] = path
     named: dict[Path, str] = {}
     for option, path in checked.items():
