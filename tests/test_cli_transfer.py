@@ -290,6 +290,16 @@ def test_library_names_of_settings_become_the_options_typed():
     assert in_flags("--style-weight was given") == "--style-weight was given"
 
 
+def test_every_setting_named_in_messages_is_an_option():
+    from mmdstyle.cli.command import FLAGS
+
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices.values()
+    options = {flag for command in commands for action in command._actions for flag in action.option_strings}
+    assert set(FLAGS.values()) <= options, set(FLAGS.values()) - options
+    assert {"style_weight", "style_blend_weights", "redraw_every", "loss"} <= set(FLAGS)
+
+
 def test_the_time_reported_covers_start_up_and_compilation():
     from mmdstyle.cli.transfer import _summary, seconds_since_the_process_started
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from mmdstyle.style.objective import TransferConfig
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -48,35 +51,19 @@ class Command:
         return parser
 
 
+#: TransferConfig's fields that no option sets: the engine's read-back interval, the dtype.
+_WITHOUT_OPTION = ("chunk", "dtype")
 #: The library's names of settings (TransferConfig's fields, the analysis functions' arguments)
 #: that the command line spells as options; see :func:`in_flags`.
 FLAGS = {
-    "layer_losses": "--layer-loss",
+    **{
+        field.name: "--" + field.name.replace("_", "-")
+        for field in dataclasses.fields(TransferConfig)
+        if field.name not in _WITHOUT_OPTION
+    },
+    "layer_losses": "--layer-loss",  # one --layer-loss LAYER=SPEC per layer
     "max_samples": "--max-samples",
     "num_permutations": "--permutations",
-    **{
-        name: "--" + name.replace("_", "-")
-        for name in (
-            "style_weight",
-            "content_weight",
-            "tv_weight",
-            "style_scale",
-            "style_blend_weights",
-            "style_layer_weights",
-            "style_layers",
-            "content_layers",
-            "learning_rate",
-            "redraw_every",
-            "original_colors",
-            "size",
-            "scales",
-            "steps",
-            "seed",
-            "init",
-            "optimizer",
-            "estimator",
-        )
-    },
 }
 
 
