@@ -110,6 +110,37 @@ def check_sample_pair(
     return x, y
 
 
+def check_finite_value(value: Array, what: str, samples: dict[str, Array]) -> Array:
+    """A computed scalar, refused if it is concrete and not finite, with the reason.
+
+    Either the samples hold NaN or infinite values, or the value (or a term on the way to it)
+    overflows the dtype, and inf or NaN would be a silently wrong number. Traced values (inside
+    ``jit``, ``grad``, ``vmap``) pass unchecked.
+    """
+    if is_traced(value) or bool(jnp.isfinite(value)):
+        return value
+    for name, array in samples.items():
+        bad = int(jnp.sum(~jnp.isfinite(array)))
+        if bad:
+            raise ValueError(
+                f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}, so {what} is "
+                f"{float(value)}. Remove or replace them first (e.g. with jnp.nan_to_num)."
+            )
+    largest = max(float(jnp.max(jnp.abs(array))) for array in samples.values())
+    dtype = jnp.dtype(value.dtype)
+    remedy = "Scale the samples down first."
+    if dtype != jnp.float64:
+        remedy = (
+            "Compute in float64 (jax.config.update('jax_enable_x64', True) and float64 samples) or "
+            "scale the samples down first."
+        )
+    raise ValueError(
+        f"{what} came out {float(value)} for samples as large as {largest:.3g}: the value, or a "
+        f"kernel value on the way, overflows {dtype.name} (largest {float(jnp.finfo(dtype).max):.3g}). "
+        f"{remedy}"
+    )
+
+
 def check_estimator(estimator: str, m: int, n: int) -> None:
     """The estimator is known and there are enough samples for it."""
     if estimator not in ESTIMATORS:

@@ -20,7 +20,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_integer, check_sample_pair, check_samples
-from mmdstyle.kernels import squared_distances
+from mmdstyle.kernels import magnitude_exponent, power_of_two, squared_distances
 
 __all__ = ["mean_bandwidth", "median_bandwidth"]
 
@@ -71,10 +71,13 @@ def median_bandwidth(
 
 @jax.jit
 def _median_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
+    # at the scale 2^-e where the squared distances cannot overflow; sigma scales with the samples
+    exponent = magnitude_exponent(samples)
+    samples = samples * power_of_two(-exponent, samples.dtype)
     centred = samples - jnp.mean(samples, axis=0, keepdims=True)
     rows, columns = np.triu_indices(samples.shape[0], k=1)
     distances = squared_distances(centred, centred)[rows, columns]
-    return jnp.sqrt(nonnegative_median(distances) / 2.0)
+    return jnp.ldexp(jnp.sqrt(nonnegative_median(distances) / 2.0), exponent)
 
 
 def nonnegative_median(values: Float[Array, " K"]) -> Float[Array, ""]:
@@ -129,8 +132,13 @@ def mean_bandwidth(x: ArrayLike, y: ArrayLike | None = None) -> Float[Array, ""]
     Returns:
       sigma as a scalar array.
     """
-    samples = _pooled(x, y)
-    size = float(samples.shape[0])
+    return _mean_bandwidth(_pooled(x, y))
+
+
+@jax.jit
+def _mean_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
+    exponent = magnitude_exponent(samples)  # as in _median_bandwidth
+    samples = samples * power_of_two(-exponent, samples.dtype)
     scatter = jnp.sum((samples - jnp.mean(samples, axis=0, keepdims=True)) ** 2)
-    mean_squared_distance = 2.0 * scatter / (size - 1.0)
-    return jnp.sqrt(mean_squared_distance / 2.0)
+    mean_squared_distance = 2.0 * scatter / (samples.shape[0] - 1.0)
+    return jnp.ldexp(jnp.sqrt(mean_squared_distance / 2.0), exponent)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from mmdstyle._checks import check_scalar, is_traced
 from mmdstyle._pytrees import register_fields
@@ -120,6 +120,59 @@ def squared_distances(
     return distances
 
 
+def magnitude_exponent(*arrays: Array, scale_up: bool = True) -> Int[Array, ""]:
+    """The integer e with ``2^(e-1) <= max |entry| < 2^e``: the arrays times ``2^-e`` lie in (-1, 1).
+
+    Clipped so that ``2^-e`` is a normal number of the dtype, and, unless ``scale_up``, at 0
+    from below (arrays of small numbers are then left as they are). It is a piecewise constant
+    of the entries: no gradient flows through it. NaN or infinite entries give 0.
+    """
+    largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(array)) for array in arrays])
+    _, exponent = jnp.frexp(largest)
+    info = jnp.finfo(largest.dtype)
+    lowest = 1 - info.maxexp if scale_up else 0
+    return lax.stop_gradient(jnp.clip(exponent, lowest, -info.minexp))
+
+
+def power_of_two(exponent: Int[Array, ""], dtype: Any) -> Float[Array, ""]:
+    """``2^exponent`` as a scalar of ``dtype``: exact (a power of two has a one-bit mantissa)."""
+    return jnp.ldexp(jnp.ones((), dtype), exponent)
+
+
+def _times(parameter: ArrayLike, factor: Float[Array, ""]) -> ArrayLike:
+    """A kernel parameter times a power of two, exactly, in the wider of the two dtypes.
+
+    A Python number (weakly typed) takes the factor's dtype.
+    """
+    parameter = jnp.asarray(parameter)
+    if jax.typeof(parameter).weak_type:
+        return parameter * factor
+    dtype = np.promote_types(parameter.dtype, factor.dtype)
+    return parameter.astype(dtype) * factor.astype(dtype)
+
+
+def scale_samples(
+    x: Float[Array, "m d"], y: Float[Array, "n d"], kernel: AbstractKernel
+) -> tuple[Float[Array, "m d"], Float[Array, "n d"], AbstractKernel, Int[Array, ""]] | None:
+    """The samples scaled by a power of two into (-1, 1), with the kernel that keeps their MMD^2.
+
+    Returns ``(x', y', k', s)`` with ``x' = 2^-e x``, ``y' = 2^-e y`` (e from
+    :func:`magnitude_exponent`) and ``k'`` from :meth:`AbstractKernel.for_scaled_samples`, so that
+    ``k(a, b) = 2^s k'(a', b')`` for every pair, and so every MMD^2 estimate of x and y under k
+    is ``2^s`` times that of x' and y' under k' (MMD^2 is linear in the kernel's values). Scaling
+    by a power of two rounds nothing, so in the usual range the result is the same to the bit;
+    far outside it, squared distances and inner products of x' and y' still fit the dtype
+    (docs/math.md, "Numerics"). None for a kernel without such a rule.
+    """
+    exponent = magnitude_exponent(x, y, scale_up=kernel.scales_up)
+    factor = power_of_two(-exponent, x.dtype)
+    rule = kernel.for_scaled_samples(factor)
+    if rule is None:
+        return None
+    scaled, degree = rule
+    return x * factor, y * factor, scaled, exponent * degree
+
+
 # ----------------------------------------------------------------------------------------------
 # The interface
 
@@ -138,6 +191,9 @@ class AbstractKernel(abc.ABC):
     #: Whether ``k(a + t, b + t) == k(a, b)`` for every shift t; the pairwise MMD route then
     #: centres the samples, which makes float32 distances far more accurate.
     translation_invariant: ClassVar[bool] = False
+    #: Whether samples of small numbers may be scaled up by :func:`scale_samples`: False where
+    #: a parameter grows with the factor and could overflow (a polynomial's offset c).
+    scales_up: ClassVar[bool] = True
 
     @property
     def mmd_shift_invariant(self) -> bool:
@@ -178,6 +234,16 @@ class AbstractKernel(abc.ABC):
         """Coefficients ``(c_0, ..., c_P)`` if ``k(a, b) = sum_p c_p (a^T b)^p``, else None.
 
         The length of the tuple (the degree plus one) is static; the coefficients may be traced.
+        """
+        return None
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int] | None:
+        """``(k', q)`` with ``k'(factor a, factor b) = factor^q k(a, b)`` for every a, b; or None.
+
+        The same kernel seen on samples scaled by ``factor > 0``: a bandwidth scales with it
+        (q = 0), a homogeneous kernel keeps its form (q is its degree). :func:`scale_samples`
+        uses it to bring samples into the dtype's range. None (the default, and a user
+        function's): no such rule is known, and the samples are used as they are.
         """
         return None
 
@@ -239,6 +305,10 @@ class Linear(AbstractKernel):
         """``(0, 1)``: ``k(a, b) = 0 + 1 * a^T b``."""
         return (0.0, 1.0)
 
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Itself, of degree 2: ``(f a)^T (f b) = f^2 a^T b``."""
+        return self, 2
+
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Polynomial(AbstractKernel):
@@ -261,6 +331,8 @@ class Polynomial(AbstractKernel):
 
     _children: ClassVar[tuple[str, ...]] = ("c", "scale")
     _static: ClassVar[tuple[str, ...]] = ("degree",)
+    #: Scaled up by f, the offset c f^2 could overflow; small samples are left as they are.
+    scales_up: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         degree = self.degree
@@ -292,6 +364,10 @@ class Polynomial(AbstractKernel):
         # (s t + c)^p = sum_k C(p, k) s^k c^(p-k) t^k
         p = self.degree
         return tuple(math.comb(p, k) * self.scale**k * self.c ** (p - k) for k in range(p + 1))
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Offset ``c f^2``, degree ``2 degree``: ``(s (f a)^T (f b) + c f^2)^p = f^(2p) k(a, b)``."""
+        return dataclasses.replace(self, c=_times(_times(self.c, factor), factor)), 2 * self.degree
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +469,10 @@ class Gaussian(AbstractSpectralKernel):
         omega = orthogonal_normal(key, count, dimension, dtype) / self.sigma
         return omega, jnp.full((count,), 1.0 / count, dtype)
 
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Bandwidth ``sigma f``, degree 0: distances and bandwidth scale together."""
+        return dataclasses.replace(self, sigma=_times(self.sigma, factor)), 0
+
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Laplacian(AbstractSpectralKernel):
@@ -429,6 +509,10 @@ class Laplacian(AbstractSpectralKernel):
         g = orthogonal_normal(normal_key, count, dimension, dtype)
         s = jax.random.normal(scale_key, (count, 1), jnp.float32).astype(dtype)
         return g / (self.sigma * jnp.abs(s)), jnp.full((count,), 1.0 / count, dtype)
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Bandwidth ``sigma f``, degree 0: distances and bandwidth scale together."""
+        return dataclasses.replace(self, sigma=_times(self.sigma, factor)), 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -508,6 +592,10 @@ class MultiGaussian(AbstractSpectralKernel):
         weights = jnp.asarray(self.weights, dtype)[component] / jnp.asarray(per_component[component], dtype)
         return omega, weights
 
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Bandwidths ``sigma_i f``, degree 0: distances and bandwidths scale together."""
+        return dataclasses.replace(self, sigmas=_times(self.sigmas, factor)), 0
+
     def __repr__(self) -> str:
         if is_traced(self.sigmas):
             return "MultiGaussian(<traced>)"
@@ -583,6 +671,10 @@ class Energy(AbstractKernel):
             + _safe_sqrt(jnp.sum(y * y, axis=-1))
             - _safe_sqrt(jnp.sum((x - y) ** 2, axis=-1))
         )
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int]:
+        """Itself, of degree 1: every norm scales with f."""
+        return self, 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -706,6 +798,24 @@ class AbstractPairKernel(AbstractKernel):
             return None
         return self.combine_coefficients(p, q)
 
+    @property
+    def scales_up(self) -> bool:  # type: ignore[override]
+        """Whether both parts may be scaled up."""
+        return self.first.scales_up and self.second.scales_up
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int] | None:
+        """The parts' rules combined (:meth:`combine_degrees`); None unless both have one."""
+        first, second = self.first.for_scaled_samples(factor), self.second.for_scaled_samples(factor)
+        if first is None or second is None:
+            return None
+        degree = self.combine_degrees(first[1], second[1])
+        return None if degree is None else (type(self)(first[0], second[0]), degree)
+
+    @staticmethod
+    @abc.abstractmethod
+    def combine_degrees(first: int, second: int) -> int | None:
+        """The degree of the combination of kernels of these degrees; None if it has none."""
+
     def __repr__(self) -> str:
         return f"({self.first!r} {self.symbol} {self.second!r})"
 
@@ -720,6 +830,11 @@ class SumKernel(AbstractPairKernel):
     combine = staticmethod(operator.add)
     combine_coefficients = staticmethod(_polynomial_sum)
     symbol = "+"
+
+    @staticmethod
+    def combine_degrees(first: int, second: int) -> int | None:
+        """The common degree; None where they differ (``f^2 a^T b`` plus a Gaussian is no ``f^q k``)."""
+        return first if first == second else None
 
     @property
     def mmd_shift_invariant(self) -> bool:
@@ -737,6 +852,11 @@ class ProductKernel(AbstractPairKernel):
     combine = staticmethod(operator.mul)
     combine_coefficients = staticmethod(_polynomial_product)
     symbol = "*"
+
+    @staticmethod
+    def combine_degrees(first: int, second: int) -> int | None:
+        """The sum of the degrees."""
+        return first + second
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -781,6 +901,16 @@ class ScaledKernel(AbstractKernel):
         if coefficients is None:
             return None
         return tuple(self.factor * c for c in coefficients)
+
+    @property
+    def scales_up(self) -> bool:  # type: ignore[override]
+        """Whether the scaled kernel may be scaled up."""
+        return self.kernel.scales_up
+
+    def for_scaled_samples(self, factor: Float[Array, ""]) -> tuple[AbstractKernel, int] | None:
+        """The scaled kernel's rule, times the same ``factor``; None if it has none."""
+        rule = self.kernel.for_scaled_samples(factor)
+        return None if rule is None else (dataclasses.replace(self, kernel=rule[0]), rule[1])
 
     def __repr__(self) -> str:
         return f"{_number_text(self.factor)} * {self.kernel!r}"

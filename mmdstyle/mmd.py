@@ -47,12 +47,13 @@ from mmdstyle._checks import (
     check_block_size,
     check_choice,
     check_estimator,
+    check_finite_value,
     check_integer,
     check_key,
     check_sample_pair,
     is_traced,
 )
-from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean
+from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
 
 __all__ = ["RANDOM_ROUTES", "ROUTES", "default_block_size", "mmd2", "select_route"]
 
@@ -192,7 +193,7 @@ def mmd2(
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
     powers = _nonzero_powers(kernel) if chosen == "feature" else None
-    return _mmd2(
+    value = _mmd2(
         x,
         y,
         kernel,
@@ -203,6 +204,7 @@ def mmd2(
         powers=powers,
         draws=draws,
     )
+    return check_finite_value(value, f"MMD^2 under {kernel!r}", {"x": x, "y": y})
 
 
 def _nonzero_powers(kernel: AbstractKernel) -> tuple[int, ...]:
@@ -224,21 +226,27 @@ def _mmd2(
     powers: tuple[int, ...] | None,
     draws: int | None,
 ) -> Float[Array, ""]:
+    # the samples brought into (-1, 1) by a power of two, which rounds nothing; the value
+    # multiplied back (docs/math.md, "Numerics")
+    scaled = scale_samples(x, y, kernel)
+    if scaled is not None:
+        x, y, kernel, exponent = scaled
     unbiased = estimator == "unbiased"
     if route == "paired":
-        return linear_time_mmd2(x, y, kernel)
-    if route == "rff":
+        value = linear_time_mmd2(x, y, kernel)
+    elif route == "rff":
         # MMD^2 is linear in the kernel: the spectral terms by random features, the rest exactly
         spectral, exact = random_features.split_kernel(kernel)
         value = random_features.rff_mmd2(x, y, spectral, key, num_features=draws, unbiased=unbiased)
         if exact is not None:
             value = value + feature_mmd2(x, y, _feature_coefficients(exact), unbiased=unbiased)
-        return value
-    if route == "sliced":
-        return sliced.sliced_mmd2(x, y, kernel, key, num_directions=draws, unbiased=unbiased)
-    if route == "feature":
-        return feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
-    return pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
+    elif route == "sliced":
+        value = sliced.sliced_mmd2(x, y, kernel, key, num_directions=draws, unbiased=unbiased)
+    elif route == "feature":
+        value = feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
+    else:
+        value = pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
+    return value if scaled is None else jnp.ldexp(value, exponent)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -37,9 +37,16 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from mmdstyle import random_features
-from mmdstyle._checks import check_block_size, check_choice, check_estimator, check_integer, check_sample_pair
+from mmdstyle._checks import (
+    check_block_size,
+    check_choice,
+    check_estimator,
+    check_finite_value,
+    check_integer,
+    check_sample_pair,
+)
 from mmdstyle._pytrees import pytree_dataclass
-from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean
+from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
 from mmdstyle.mmd import (
     DEFAULT_NUM_FEATURES,
     ROUTES,
@@ -157,7 +164,9 @@ def mmd2_test(
     key = jax.random.key(0) if key is None else key
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
-    return _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws)
+    result = _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws)
+    check_finite_value(result.statistic, f"The MMD^2 statistic under {kernel!r}", {"x": x, "y": y})
+    return result
 
 
 def select_method(
@@ -235,6 +244,11 @@ def _mmd2_test(
     route: str,
     draws: int | None,
 ) -> TwoSampleTestResult:
+    # as in mmd2: every statistic computed on the samples scaled into (-1, 1), then scaled back
+    # (exact, so the order of the statistics, and with it the p-value, is unchanged)
+    scaled = scale_samples(x, y, kernel)
+    if scaled is not None:
+        x, y, kernel, exponent = scaled
     m = x.shape[0]
     pooled = jnp.concatenate([x, y])
     size = pooled.shape[0]
@@ -263,6 +277,8 @@ def _mmd2_test(
         observed, permuted = statistics[0], statistics[1:]
     exceed = jnp.sum(permuted >= observed, dtype=observed.dtype)
     p_value = (1.0 + exceed) / (1.0 + num_permutations)
+    if scaled is not None:
+        observed, permuted = jnp.ldexp(observed, exponent), jnp.ldexp(permuted, exponent)
     return TwoSampleTestResult(observed, p_value, permuted, estimator)
 
 

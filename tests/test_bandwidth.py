@@ -121,6 +121,19 @@ def test_float32_in_float32_out(rng):
     assert matrix.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("bandwidth", [ms.median_bandwidth, ms.mean_bandwidth])
+def test_samples_of_any_magnitude_scale_the_bandwidth_exactly(rng, bandwidth):
+    # Near 1e-20 and 1e20 the float32 squared distances underflow or overflow; the heuristics
+    # compute at the scale 2^-e where they cannot, and a power of two 2^k rounds nothing: sigma of
+    # 2^k x is 2^k sigma of x to the bit.
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    y = rng.normal(size=(7, 3)).astype(np.float32)
+    sigma = np.float32(bandwidth(x, y))
+    for k in (-83, -66, 66, 67, 83):
+        factor = np.float32(2.0**k)
+        assert np.float32(bandwidth(x * factor, y * factor)) == np.ldexp(sigma, k), k
+
+
 # ----------------------------------------------------------------------------------------------
 # Subsampling above max_samples
 

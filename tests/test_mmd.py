@@ -244,6 +244,97 @@ def test_centring_keeps_float32_gaussian_accurate_far_from_the_origin(rng):
     np.testing.assert_allclose(float(shifted), expected, rtol=1e-3)
 
 
+# ----------------------------------------------------------------------------------------------
+# Range: samples far from 1 in magnitude
+
+#: Each kernel as a function of the samples' scale t, with the degree q of its MMD^2 in t
+#: (bandwidths and offsets scale with the samples, so that MMD^2(t x, t y; k_t) = t^q MMD^2(x, y;
+#: k_1)), and the routes it takes; "linear-time" is the linear-time estimator's own route.
+SCALED_KERNELS = {
+    "linear": (lambda t: ms.Linear(), 2, ("feature", "pairwise", "linear-time")),
+    "poly2_c": (lambda t: ms.Polynomial(2, c=0.5 * t * t), 4, ("feature", "linear-time")),
+    "poly3": (lambda t: ms.Polynomial(3, scale=0.5), 6, ("pairwise",)),
+    "gaussian": (lambda t: ms.Gaussian(1.5 * t), 0, ("pairwise", "rff", "linear-time")),
+    "laplacian": (lambda t: ms.Laplacian(1.5 * t), 0, ("pairwise", "rff")),
+    "multi_gaussian": (lambda t: ms.MultiGaussian.around(1.5 * t), 0, ("pairwise", "rff")),
+    "energy": (lambda t: ms.Energy(), 1, ("pairwise", "sliced", "linear-time")),
+    "composite": (
+        lambda t: 2.0 * ms.Gaussian(t) * ms.Laplacian(3.0 * t) + ms.Gaussian(2.0 * t),
+        0,
+        ("pairwise",),
+    ),
+}
+#: Powers of two 2^k near 1e-25, 1e-20, 1e18, 1e19, 1e20 (the float32 squares overflow from
+#: about 1.8e19) and 1e25: multiplying by them rounds nothing.
+SCALE_EXPONENTS = (-83, -66, 60, 63, 66, 67, 83)
+LARGEST, SMALLEST = float(np.finfo(np.float32).max), float(np.finfo(np.float32).smallest_normal)
+
+
+@pytest.mark.parametrize(
+    ("name", "route"), [(name, route) for name, (_, _, routes) in SCALED_KERNELS.items() for route in routes]
+)
+def test_samples_of_any_magnitude_give_the_exact_value_or_a_clear_refusal(rng, name, route):
+    # Samples t x, t y with t = 2^k against x, y at t = 1, in float32: mmd2 scales samples by a
+    # power of two into (-1, 1) (docs/math.md, "Numerics"), so both compute on the same bits and
+    # the value at t must be 2^(k q) times the value at 1 exactly, wherever that is a normal
+    # float32; beyond the largest float32 mmd2 must refuse, and below the smallest give ~0.
+    build, degree, _ = SCALED_KERNELS[name]
+    x, y = (a.astype(np.float32) for a in samples(rng, 12, 10, 3, shift=0.5))
+    # the scaling comes before the routes; the unbiased estimator where a route has its own algebra
+    estimators = {
+        "linear-time": ("linear",),
+        "feature": ("biased", "unbiased"),
+        "rff": ("biased", "unbiased"),
+    }
+    estimators = estimators.get(route, ("biased",))
+    options = {"route": "auto" if route == "linear-time" else route, "key": jax.random.key(3)}
+    for estimator in estimators:
+        reference_value = np.float32(ms.mmd2(x, y, build(1.0), estimator, **options))
+        assert reference_value != 0.0
+        for k in SCALE_EXPONENTS:
+            t = 2.0**k
+            expected = float(reference_value) * 2.0 ** (k * degree)  # a Python float: no overflow
+            if abs(expected) > LARGEST:
+                with pytest.raises(ValueError, match="overflows float32"):
+                    ms.mmd2(x * np.float32(t), y * np.float32(t), build(t), estimator, **options)
+                continue
+            value = float(ms.mmd2(x * np.float32(t), y * np.float32(t), build(t), estimator, **options))
+            if abs(expected) < SMALLEST:
+                assert abs(value) <= SMALLEST, (estimator, k)
+            else:
+                assert value == expected, (estimator, k)
+
+
+def test_the_issue_case_laplacian_at_1e20_against_brute_force(rng):
+    # Before the rescaling, float32 gave -9.5e-08 here (the squared distances overflowed).
+    x, y = samples(rng, 20, 16, 4)
+    value = ms.mmd2((x * 1e20).astype(np.float32), (y * 1e20).astype(np.float32), ms.Laplacian(2e20))
+    expected = reference.mmd2(reference.laplacian(2.0), x, y, "biased")
+    # float32 rounding of the samples (6e-8 relative) and of the sums over 36^2 kernel values
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [-66, 66])
+def test_gradients_far_from_one_scale_with_the_samples(rng, k):
+    # d/d(t x) of MMD^2(t x, t y; k_t) = t^(q - 1) d/dx of MMD^2(x, y; k_1), exactly for t = 2^k.
+    x, y = (a.astype(np.float32) for a in samples(rng, 12, 10, 3, shift=0.5))
+    t = np.float32(2.0**k)
+    for name in ("gaussian", "energy"):
+        build, degree, _ = SCALED_KERNELS[name]
+        at_one = jax.grad(ms.mmd2)(x, y, build(1.0))
+        at_t = jax.grad(ms.mmd2)(x * t, y * t, build(float(t)))
+        np.testing.assert_array_equal(
+            np.asarray(at_t), np.asarray(at_one) * np.float32(2.0 ** (k * (degree - 1)))
+        )
+
+
+def test_non_finite_samples_are_named(as_a_user):
+    x = np.ones((4, 2), np.float32)
+    x[1, 0] = np.nan
+    with pytest.raises(ValueError, match="x holds 1 NaN or infinite value"):
+        ms.mmd2(x, np.zeros((3, 2), np.float32), ms.Gaussian(1.0))
+
+
 def test_routes_are_selected_from_the_kernel():
     assert ms.select_route(ms.Polynomial(2)) == "feature"
     assert ms.select_route(ms.Polynomial(2) + ms.Linear()) == "feature"

@@ -44,6 +44,27 @@ B = 20
 
 
 @pytest.mark.parametrize(
+    ("kernel", "degree", "k"),
+    [(ms.Gaussian, 0, 66), (lambda t: ms.Linear(), 2, 60)],
+    ids=["gaussian", "linear"],
+)
+def test_samples_of_any_magnitude_give_the_same_test(shifted, kernel, degree, k):
+    # float32 samples times 2^k with a bandwidth scaled alike. At 2^66 (7e19) the squared
+    # distances would overflow; at 2^60 the sums of 44^2 inner products would. The test runs on
+    # the same bits as at scale 1 (mmdstyle.mmd2's scaling into (-1, 1)), so the p-value is the
+    # same and the statistics are 2^(k q) times those at scale 1, exactly.
+    x, y = (a.astype(np.float32) for a in shifted)
+    at_one = ms.mmd2_test(x, y, kernel(1.0), num_permutations=B)
+    t = np.float32(2.0**k)
+    at_t = ms.mmd2_test(x * t, y * t, kernel(float(t)), num_permutations=B)
+    assert float(at_t.p_value) == float(at_one.p_value)
+    np.testing.assert_array_equal(at_t.statistic, np.ldexp(np.float32(at_one.statistic), k * degree))
+    np.testing.assert_array_equal(
+        at_t.permuted_statistics, np.ldexp(np.asarray(at_one.permuted_statistics), k * degree)
+    )
+
+
+@pytest.mark.parametrize(
     ("kernel", "estimator"),
     [
         (ms.Gaussian(1.0), "unbiased"),
