@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,6 +206,30 @@ def test_an_output_that_cannot_be_written_at_the_end_is_rescued(tmp_path, monkey
     )
     assert load_image(rescued).shape == (32, 32, 3)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json", "out.rescued.png"]
+
+
+def test_a_snapshot_that_cannot_be_written_does_not_stop_the_run(tmp_path, monkeypatch, capsys):
+    # the folder fills up after the checks: the second snapshot fails, the run goes on without
+    # snapshots and writes its image; exit status 1, since an output asked for is missing
+    from mmdstyle.cli import transfer as command
+
+    output = tmp_path / "out.png"
+    save = command.save_image
+
+    def filling_up(path, image):
+        if Path(path).name == "out-00004.png":
+            raise OSError(28, "No space left on device")
+        save(path, image)
+
+    monkeypatch.setattr(command, "save_image", filling_up)
+    options = ["--steps", "8", "--save-every", "2", "--optimizer", "adam", "--no-plot", *FAST]
+    assert cli.main(["synthesize", "-o", str(output), *options]) == 1
+    error = capsys.readouterr().err
+    assert f"could not write the snapshot '{tmp_path / 'out-00004.png'}' (No space left on device)" in error
+    assert "snapshots from" in error
+    assert "Traceback" not in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out-00002.png", "out.json", "out.png"]
+    assert len(json.loads((tmp_path / "out.json").read_text())["history"]) == 8
 
 
 def interrupting(monkeypatch, *signals):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 
 import jax.numpy as jnp
 import numpy as np
@@ -165,6 +167,34 @@ def test_cli_compare_writes_figure_json_and_images(tiny_vgg, tmp_path, capsys):
     ]
 
 
+def test_cli_compare_interrupted_keeps_the_runs_so_far(tiny_vgg, tmp_path, monkeypatch, capsys):
+    # Ctrl-C during the first of two runs: it stops after its step, the second never starts, and
+    # the comparison of the run so far is measured and written; exit status 130, no traceback
+    from mmdstyle.analysis import comparison
+
+    run = comparison.transfer
+
+    def interrupted(*arguments, **options):
+        def first_chunk(step, image, records):
+            os.kill(os.getpid(), signal.SIGINT)
+
+        return run(*arguments, on_chunk=first_chunk, **options)
+
+    monkeypatch.setattr(comparison, "transfer", interrupted)
+    output = tmp_path / "compare.png"
+    arguments = ["--extractor", tiny_vgg, "--size", "16", "--steps", "30", "--optimizer", "adam"]
+    arguments += ["--style-layers", LAYERS[0], "--losses", "gram,bn", "-o", str(output), "--json"]
+    assert cli.main(["compare", *arguments, str(tmp_path / "runs.json")]) == 130
+    error = capsys.readouterr().err
+    assert "interrupted in the run of gram (1 of 2)" in error
+    assert "Traceback" not in error
+    data = json.loads((tmp_path / "runs.json").read_text())
+    assert [run["loss"] for run in data["runs"]] == ["gram"]
+    assert data["runs"][0]["steps"] < 30
+    assert data["runs"][0]["stopped_early"] == f"stopped on request after step {data['runs'][0]['steps'] - 1}"
+    assert_nontrivial_png(output)
+
+
 def test_cli_compare_writes_json_only_when_asked_and_says_what_it_wrote(tiny_vgg, tmp_path, capsys):
     output = tmp_path / "compare.png"
     arguments = ["--extractor", tiny_vgg, "--size", "16", "--steps", "1", "--optimizer", "adam"]
@@ -187,6 +217,10 @@ def test_cli_compare_writes_json_only_when_asked_and_says_what_it_wrote(tiny_vgg
         (["-o", "missing/compare.png"], "does not exist"),
         (["-o", "same.png", "--json", "same.png"], "both name"),
         (["-o", "."], "is a folder"),
+        (
+            ["--losses", "gram,bn", "--save-images", "--json", "compare-1.png"],
+            "--json and --save-images (compare-1.png) both name 'compare-1.png'",
+        ),
     ],
 )
 def test_cli_compare_bad_input_exits_2_and_writes_nothing(

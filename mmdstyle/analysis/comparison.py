@@ -222,6 +222,7 @@ def compare_losses(
     balance: bool = True,
     progress: bool = False,
     on_run: Callable[[int, LossRun], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Comparison:
     """Style transfer with each loss, then every result's discrepancy from the style under every kernel.
 
@@ -243,6 +244,9 @@ def compare_losses(
             serve them all. ``False``: every run uses ``config.style_weight``.
         progress: progress bars of the runs.
         on_run: called as ``on_run(index, run)`` after each run.
+        stop: asked after every step (:func:`mmdstyle.style.transfer`'s ``stop``); once it says
+            True, the current run stops there, no further loss runs, and the comparison holds the
+            runs so far (the last one stopped early), measured as usual.
 
     Returns:
         A :class:`Comparison`. Every spec is checked before the first run starts.
@@ -292,7 +296,7 @@ def compare_losses(
     runs = []
     for index, loss in enumerate(losses):
         run_config = dataclasses.replace(config, loss=loss, style_weight=weights[loss])
-        result = transfer(content, [style], run_config, extractor=extractor, progress=progress)
+        result = transfer(content, [style], run_config, extractor=extractor, progress=progress, stop=stop)
         history = result.history
         run = LossRun(
             loss=loss,
@@ -308,6 +312,8 @@ def compare_losses(
         runs.append(run)
         if on_run is not None:
             on_run(index, run)
+        if stop is not None and stop():
+            break
     discrepancies = np.stack([start_discrepancy, *(measure(run.image) for run in runs)])
     return Comparison(
         runs=tuple(runs),

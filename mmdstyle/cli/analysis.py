@@ -33,7 +33,7 @@ from mmdstyle.cli.options import (
     parse_specs,
     positive_float,
 )
-from mmdstyle.cli.outputs import Writer, check_outputs
+from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
 from mmdstyle.style.images import save_image
 from mmdstyle.style.specs import parse_kernel_spec
@@ -218,10 +218,25 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _result_image(output: Path, index: int) -> Path:
+    """Where ``--save-images`` saves the result of the index-th loss (from 1): ``OUT-<index>.png``."""
+    return output.with_name(f"{output.stem}-{index}.png")
+
+
 def run_compare(arguments: argparse.Namespace) -> int:
-    """``mmdstyle compare``: 0, or 1 when a run stopped early."""
+    """``mmdstyle compare``: 0; 1 when a run stopped early; 130 or 143 after Ctrl-C or SIGTERM.
+
+    Interrupted, the current run stops after its step, no further loss runs, and the runs so far
+    are measured and written as usual.
+    """
     output = Path(arguments.output)
-    check_outputs(("-o", output, "figure"), ("--json", arguments.json, "json"))
+    saves = arguments.save_images and output.name  # without a name, -o is refused as a folder
+    images = [_result_image(output, index) for index in range(1, len(arguments.losses) + 1)] if saves else []
+    check_outputs(
+        ("-o", output, "figure"),
+        ("--json", arguments.json, "json"),
+        *((f"--save-images ({path.name})", path, "image") for path in images),
+    )
     synthesis = arguments.synthesize
     if synthesis:
         names = arguments.images or ["sample:gravel"]
@@ -242,34 +257,43 @@ def run_compare(arguments: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    comparison = compare_losses(
-        content,
-        style,
-        arguments.losses,
-        config,
-        extractor=extractor,
-        kernels=arguments.kernels,
-        layers=arguments.style_layers,
-        estimator=arguments.measure_estimator,
-        max_samples=arguments.max_samples,
-        balance=not arguments.no_balance,
-        progress=not arguments.quiet,
-        on_run=on_run,
-    )
+    say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+    with Interrupts(say) as interrupts:
+        comparison = compare_losses(
+            content,
+            style,
+            arguments.losses,
+            config,
+            extractor=extractor,
+            kernels=arguments.kernels,
+            layers=arguments.style_layers,
+            estimator=arguments.measure_estimator,
+            max_samples=arguments.max_samples,
+            balance=not arguments.no_balance,
+            progress=not arguments.quiet,
+            on_run=on_run,
+            stop=interrupts,
+        )
     print(comparison.format_table())
     write = Writer()
     write(lambda path: plot_comparison(comparison, path=path), output, "-o")
     data = comparison.to_dict() | {"images": names}
     if arguments.save_images:
         data["result_images"] = []
-        for index, run in enumerate(comparison.runs, start=1):
-            path = output.with_name(f"{output.stem}-{index}.png")
+        for path, run in zip(images, comparison.runs, strict=True):
             saved = write(functools.partial(save_image, image=run.image), path, "--save-images")
             data["result_images"].append(str(saved))
     if arguments.json:
         write(lambda path: write_json(path, data), arguments.json, "--json")
-    if not arguments.quiet:
-        print(f"mmdstyle: wrote {write}", file=sys.stderr)
+    if interrupts():
+        done = len(comparison.runs)
+        print(
+            f"mmdstyle: interrupted in the run of {comparison.runs[-1].loss} ({done} of "
+            f"{len(arguments.losses)}); wrote {write}, with the {done} run(s) so far.",
+            file=sys.stderr,
+        )
+        return interrupts.exit_status
+    say(f"mmdstyle: wrote {write}")
     stopped = [run.loss for run in comparison.runs if run.stopped_early]
     if stopped:
         print(f"mmdstyle: the run(s) of {', '.join(stopped)} stopped early (see the JSON).", file=sys.stderr)

@@ -32,14 +32,15 @@ def check_outputs(*outputs: tuple[str, str | Path | None, str]) -> dict[str, Pat
     """Check each ``(option, path, kind)`` whose path is given; returns ``{option: path}``.
 
     ``kind`` is ``"image"`` (an extension an image is saved as), ``"figure"`` (one a figure is
-    saved as) or ``"json"``. Messages name the option, as the user typed it.
+    saved as) or ``"json"``. Messages name the option, as the user typed it. An option that
+    writes several files (``compare --save-images``) comes once per file; the dict keeps its last.
 
     Raises:
         ValueError: a path that is a folder, in a folder that takes no files, of an unknown format,
             or named by two options.
         FileNotFoundError: a missing folder.
     """
-    checked: dict[str, Path] = {}
+    checked: list[tuple[str, Path]] = []
     for option, path, kind in outputs:
         if path is None:
             continue
@@ -50,16 +51,16 @@ def check_outputs(*outputs: tuple[str, str | Path | None, str]) -> dict[str, Pat
             image_format(path)
         elif kind == "figure":
             check_figure_format(path, option)
-        checked[option] = path
-    named: dict[Path, str] = {}
-    for option, path in checked.items():
-        same = named.setdefault(path.resolve(), option)
-        if same != option:
+        checked.append((option, path))
+    first: dict[Path, str] = {}
+    for option, path in checked:
+        if path.resolve() in first:
             raise ValueError(
-                f"{same} and {option} both name {str(path)!r}: one would overwrite the other; give each "
-                "output a file of its own."
+                f"{first[path.resolve()]} and {option} both name {str(path)!r}: one would overwrite the "
+                "other; give each output a file of its own."
             )
-    return checked
+        first[path.resolve()] = option
+    return dict(checked)
 
 
 class Writer:

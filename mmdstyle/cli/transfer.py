@@ -97,9 +97,9 @@ def add_run_arguments(
 def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     """Check everything, run, write the outputs.
 
-    Exit status 0 on success; 1 on a run that stopped early or an output saved elsewhere than
-    asked; 2 on bad input (nothing computed); 130 or 143 after Ctrl-C or SIGTERM (the steps done
-    so far written).
+    Exit status 0 on success; 1 on a run that stopped early, an output saved elsewhere than
+    asked or snapshots not written; 2 on bad input (nothing computed); 130 or 143 after Ctrl-C
+    or SIGTERM (the steps done so far written).
     """
     started = time.perf_counter() - seconds_since_the_process_started()
     content, styles, config, extractor, outputs = _prepare(arguments, synthesis=synthesis)
@@ -111,12 +111,23 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
         say(f"mmdstyle: ready: every check passed ({config.steps} steps at {stages} px, loss {config.loss})")
         return 0
 
+    unwritten: list[Path] = []  # the first snapshot that could not be written, if one could not
+
     def on_chunk(step: int, image: np.ndarray, records: list[dict]) -> None:
         within_stage = step - records[-1]["stage"] * config.steps if "stage" in records[-1] else step
-        if arguments.save_every and within_stage % arguments.save_every == 0:
+        if arguments.save_every and within_stage % arguments.save_every == 0 and not unwritten:
             if config.original_colors:
                 image = luminance_transfer(np.clip(image, 0, 1), resize(content, image.shape[:2]))
-            save_image(output.with_name(f"{output.stem}-{step:05d}{output.suffix}"), image)
+            snapshot = output.with_name(f"{output.stem}-{step:05d}{output.suffix}")
+            try:
+                save_image(snapshot, image)
+            except OSError as error:  # a disk filled up, a folder removed: the run itself goes on
+                unwritten.append(snapshot)
+                print(
+                    f"mmdstyle: could not write the snapshot {str(snapshot)!r} ({error.strerror or error}); "
+                    "the run goes on without snapshots.",
+                    file=sys.stderr,
+                )
 
     default_style_weight = with_default_weights(config, extractor).style_weight
     with Interrupts(say) as interrupts:
@@ -161,7 +172,9 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     if result.stalled:
         print(f"mmdstyle: {result.stalled}", file=sys.stderr)
     say(f"wrote {write} ({_summary(result.history, time.perf_counter() - started)})")
-    return 1 if write.rescued else 0
+    if unwritten:
+        print(f"mmdstyle: snapshots from {str(unwritten[0])!r} on were not written.", file=sys.stderr)
+    return 1 if write.rescued or unwritten else 0
 
 
 def seconds_since_the_process_started() -> float:
