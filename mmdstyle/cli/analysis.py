@@ -19,6 +19,7 @@ from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_te
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
 from mmdstyle.cli.command import Command, user_errors
 from mmdstyle.cli.options import (
+    KERNEL_HELP,
     LOSS_HELP,
     add_loss_options,
     add_network_options,
@@ -36,7 +37,7 @@ from mmdstyle.cli.options import (
 from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
 from mmdstyle.style.images import save_image
-from mmdstyle.style.specs import parse_kernel_spec
+from mmdstyle.style.specs import parse_kernel_spec, parse_style_spec
 
 DEFAULT_PAIR = ("sample:chelsea", "sample:hubble")
 
@@ -55,7 +56,7 @@ EPILOG_COMPARE = """examples:
 
 Specs in --losses and --kernels are separated by commas outside parentheses."""
 
-EPILOG_TEST = """examples:
+EPILOG_TEST = f"""examples:
   mmdstyle test sample:gravel sample:brick
   mmdstyle test texture.png synthesized.png --kernel "laplacian(sigma=median)" --permutations 4999
   mmdstyle test a.png b.png --json tests.json --plot tests.png
@@ -64,6 +65,8 @@ EPILOG_TEST = """examples:
 A route may follow the kernel spec after '@': rff(D) tests the MMD^2 of D random Fourier features,
 drawn once per layer, in O(N D) per permutation instead of O(N^2 d): tens of thousands of positions
 per layer; pairwise or feature test exactly (sliced is refused).
+
+{KERNEL_HELP}
 
 Exit status 0 whatever the verdict (2 on bad input): the verdicts are in the table and the JSON."""
 
@@ -246,6 +249,10 @@ def run_compare(arguments: argparse.Namespace) -> int:
     else:
         (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "compare")
     config = config_from(arguments, synthesis=synthesis)
+    for loss in arguments.losses:  # spec errors before the network is resolved (and announced)
+        parse_style_spec(loss)
+    for kernel in arguments.kernels:
+        parse_kernel_spec(kernel)
     extractor = extractor_from(arguments)
 
     def on_run(index: int, run: Any) -> None:
@@ -387,7 +394,7 @@ COMMANDS = (
         ),
         add_arguments=add_compare_arguments,
         run=user_errors(run_compare),
-        epilog=EPILOG_COMPARE + "\n\n" + LOSS_HELP,
+        epilog="\n\n".join((EPILOG_COMPARE, LOSS_HELP, KERNEL_HELP)),
     ),
     Command(
         name="test",

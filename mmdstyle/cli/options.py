@@ -25,18 +25,10 @@ from mmdstyle.features.registry import FeatureExtractor, resolve_extractor
 from mmdstyle.style.images import load_image
 from mmdstyle.style.objective import OPTIMIZERS, TransferConfig
 from mmdstyle.style.samples import resolve_image
-from mmdstyle.style.specs import split_specs
+from mmdstyle.style.specs import KERNEL_FORMS, LOSS_FORMS, split_specs
 
-LOSS_HELP = """style loss spec (default: gram):
-  gram                           Gatys' Gram loss
-  mmd  or  mmd:poly2             the same as a biased MMD with k = (a^T b)^2
-  mmd:linear                     means only
-  mmd:poly(degree=3, c=1)        (scale a^T b + c)^degree
-  mmd:gaussian(sigma=median)     sigma: a number, median or mean (from each layer's style features)
-  mmd:laplacian(sigma=2)
-  mmd:(linear + 0.5*gaussian(sigma=median))   kernel sums, products and scalings in parentheses
-  bn                             mean and standard deviation per channel (Li et al.)
-  0.5*mmd:linear + 0.5*bn        weighted sums"""
+LOSS_HELP = f"style loss spec (default: gram):\n{LOSS_FORMS}"
+KERNEL_HELP = f"kernel spec:\n{KERNEL_FORMS}"
 
 # ---------------------------------------------------------------- argument types
 

@@ -51,6 +51,22 @@ from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_RO
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
+#: Every form of a loss spec, with what it means: the listing at the top of this module, which
+#: ``mmdstyle transfer --help`` shows and every spec error points to.
+LOSS_FORMS = __doc__.split("\n\n")[1] if __doc__ else "(python -OO removed the listing)"
+#: The same for a kernel spec alone (``mmdstyle test --kernel``, ``compare --kernels``).
+KERNEL_FORMS = """\
+    linear                            a^T b: the means
+    poly2                             (a^T b)^2: the Gram matrices
+    poly(degree=3, c=1, scale=1)      (scale a^T b + c)^degree
+    gaussian(sigma=median)            sigma: a number, "median" or "mean" (from the features), or a
+    laplacian(sigma=0.5*median)       multiple of either; gaussian(sigma=median*(0.5,1,2)): the
+                                      mean kernel of several bandwidths
+    energy                            |a| + |b| - |a - b|: the energy distance
+    linear + 0.5*gaussian(sigma=median)   sums, products and positive scalings
+    gaussian(sigma=median)@rff(1024)  a route after '@': pairwise, feature, rff(num_features) or
+    energy@sliced(256)                sliced(num_directions)"""
+
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<symbol>[-+*(),=:@]))"
 )
@@ -487,16 +503,11 @@ class _Parser:
             shown = ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
             column = position - start + (3 if start else 0)
         named = f"{text!r}" if len(text) <= SHOWN_CHARACTERS else f"of {len(text)} characters"
+        forms = "mmdstyle test --help" if self.what == "kernel spec" else "mmdstyle transfer --help"
         raise SpecError(
             f"cannot read the {self.what} {named}: {problem} at position {position + 1}:\n"
             f"  {shown}\n  {' ' * column}^\n"
-            + (
-                "Examples: linear | poly2 | poly(degree=3, c=1) | gaussian(sigma=median) | linear + gaussian"
-                " | gaussian(sigma=median*(0.5,1,2))@rff(1024) | energy@sliced(256)"
-                if self.what == "kernel spec"
-                else "Examples: gram | mmd:poly2 | mmd:gaussian(sigma=median) | bn | 0.5*mmd:linear + 0.5*bn"
-                " | mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024) | mmd:energy@sliced(256)"
-            )
+            f"Every form of a {self.what}: {forms} (in Python: help(mmdstyle.style.specs))."
         )
 
     def peek(self) -> tuple[str, str, int] | None:
