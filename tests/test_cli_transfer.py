@@ -232,6 +232,19 @@ def test_a_snapshot_that_cannot_be_written_does_not_stop_the_run(tmp_path, monke
     assert len(json.loads((tmp_path / "out.json").read_text())["history"]) == 8
 
 
+def test_a_run_that_ends_on_a_flat_loss_says_so(tmp_path, capsys):
+    output = tmp_path / "out.png"
+    options = ["--steps", "40", "--min-progress", "0.99", "--optimizer", "adam", "--no-plot", *FAST]
+    assert cli.main(["synthesize", "-o", str(output), *options]) == 0
+    assert "ended early" not in capsys.readouterr().err  # --quiet: errors only
+    options.remove("--quiet")
+    assert cli.main(["synthesize", "-o", str(output), *options]) == 0
+    error = capsys.readouterr().err
+    assert "the run ended early, after step 19 (40 steps per stage)" in error
+    assert "Lower --min-progress (0: every step)" in error
+    assert len(json.loads((tmp_path / "out.json").read_text())["history"]) == 20
+
+
 def interrupting(monkeypatch, *signals):
     """Send ``signals`` to this process when the run reports its first chunk of steps."""
     from mmdstyle.cli import transfer as command

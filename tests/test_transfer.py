@@ -10,7 +10,7 @@ import pytest
 
 import mmdstyle as ms
 from mmdstyle.features import random_vgg19
-from mmdstyle.style.engine import pairwise_route_advice, stage_images, synthesize, transfer
+from mmdstyle.style.engine import flattened, pairwise_route_advice, stage_images, synthesize, transfer
 from mmdstyle.style.images import fit_within
 from mmdstyle.style.objective import TransferConfig, total_variation
 from tests.helpers import count_compilations
@@ -330,6 +330,8 @@ def test_total_variation_is_the_sum_of_squared_neighbour_differences():
         ({"seed": -1}, "seed must be a whole number >= 0"),
         ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
         ({"chunk": 0}, "chunk must be a positive integer"),
+        ({"min_progress": 1.0}, "min_progress must be below 1"),
+        ({"min_progress": float("nan")}, "min_progress must be a finite number >= 0"),
         ({"style_layer_weights": (1.0, float("nan"), 1.0)}, "one weight >= 0 per style layer"),
         ({"original_colors": True, "init": "noise"}, None),
     ],
@@ -425,6 +427,41 @@ def test_a_stop_request_ends_the_run_after_the_step_it_follows(network, images):
     )
     np.testing.assert_array_equal(result.image, whole.image)  # the image that the third step reached
     assert whole.stopped_early is None
+
+
+@pytest.mark.parametrize(
+    ("losses", "flat"),
+    [
+        ([10.0] * 10, False),  # not 10 steps to compare over yet
+        ([10.0] * 11, True),
+        ([10.0] + [9.0] * 10, False),  # fell by 10 % over the last 10 steps
+        ([10.0] + [9.0] * 11, True),  # by 0 over these
+        ([10.0, *[9.99] * 10], True),  # by 0.1 %: less than 1 %
+        ([10.0, *[11.0] * 10], True),  # rose
+        ([-10.0, *[-10.2] * 10], False),  # fell by 2 % of a negative loss's size
+    ],
+)
+def test_a_flat_loss_is_a_fall_below_min_progress_over_the_window(losses, flat):
+    history = [{"loss": loss} for loss in losses]
+    assert flattened(history, 0.01) is flat
+    assert not flattened(history, 0.0)  # 0: never
+
+
+def test_a_stage_ends_early_on_a_flat_loss_and_says_so(network, images):
+    # with min_progress 0.99 no run falls fast enough: the first check, after 15 steps (chunks of
+    # 5, a window of 10), ends each stage; a pyramid starts its next stage afresh
+    content, style = images
+    settings = config(scales=(16, 32), steps=40, chunk=5, optimizer="adam", min_progress=0.99)
+    result = transfer(content, [style], settings, extractor=network, progress=False)
+    assert [record["step"] for record in result.history] == [*range(15), *range(40, 55)]
+    assert [record["step"] for record in result.history if record.get("flat")] == [14, 54]
+    assert result.stopped_early is None
+    assert "ended early, after step 14, step 54 (40 steps per stage)" in result.flat
+    every_step = transfer(
+        content, [style], dataclasses.replace(settings, min_progress=0.0), extractor=network, progress=False
+    )
+    assert len(every_step.history) == 80
+    assert every_step.flat is None
 
 
 def test_the_progress_bar_ticks_every_step_and_shows_the_stages_size(network, images, monkeypatch):

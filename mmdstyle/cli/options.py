@@ -22,6 +22,7 @@ import numpy as np
 
 from mmdstyle._checks import ESTIMATORS
 from mmdstyle.features.registry import FeatureExtractor, resolve_extractor
+from mmdstyle.style.engine import PROGRESS_WINDOW
 from mmdstyle.style.images import load_image
 from mmdstyle.style.objective import OPTIMIZERS, TransferConfig
 from mmdstyle.style.samples import resolve_image
@@ -182,17 +183,31 @@ def add_size_options(parser: argparse.ArgumentParser, *, size: int) -> None:
 
 
 def add_optimiser_options(
-    parser: argparse.ArgumentParser, *, synthesis: bool, steps: int, init: str | None, several_styles: bool
+    parser: argparse.ArgumentParser,
+    *,
+    synthesis: bool,
+    steps: int,
+    init: str | None,
+    several_styles: bool,
+    min_progress: float = 0.0,
 ) -> None:
-    """The optimiser group: ``--steps``, ``--optimizer``, ``--learning-rate``, ``--init``, ``--seed``.
+    """The optimiser group: ``--steps``, ``--min-progress``, ``--optimizer``, ``--init``, ...
 
-    With ``several_styles`` also ``--style-blend-weights``, and, unless ``synthesis``,
-    ``--original-colors``. ``init=None`` starts from the content, or from noise for a synthesis,
-    whichever the run is.
+    Also ``--learning-rate`` and ``--seed``. With ``several_styles`` also
+    ``--style-blend-weights``, and, unless ``synthesis``, ``--original-colors``. ``init=None``
+    starts from the content, or from noise for a synthesis, whichever the run is.
     """
     run = parser.add_argument_group("optimiser")
     run.add_argument(
         "--steps", type=int, default=steps, help="optimiser steps per scale (default %(default)s)"
+    )
+    run.add_argument(
+        "--min-progress",
+        type=float,
+        default=min_progress,
+        metavar="F",
+        help=f"end a scale early once the loss falls by less than this fraction of its value over "
+        f"{PROGRESS_WINDOW} steps (default %(default)s{': every step runs' if not min_progress else ''})",
     )
     run.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs", help="default lbfgs")
     run.add_argument(
@@ -264,6 +279,7 @@ def config_from(arguments: argparse.Namespace, *, synthesis: bool, chunk: int = 
         size=arguments.size,
         scales=arguments.scales,
         steps=arguments.steps,
+        min_progress=arguments.min_progress,
         loss=option("loss", "gram"),
         layer_losses=dict(option("layer_loss", [])),
         estimator=arguments.estimator,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmdstyle.cli.command import Command, user_errors
+from mmdstyle.cli.command import Command, in_flags, user_errors
 from mmdstyle.cli.options import (
     LOSS_HELP,
     add_loss_options,
@@ -51,10 +51,12 @@ def add_run_arguments(
     output: str | None = None,
     size: int = 256,
     steps: int = 300,
+    min_progress: float = 0.0,
 ) -> None:
     """The arguments of ``transfer`` (and, without the content ones, of ``synthesize``).
 
-    ``output``, ``size`` and ``steps`` set defaults (``demo`` has a default output, smaller sizes).
+    ``output``, ``size``, ``steps`` and ``min_progress`` set defaults (``demo`` has a default
+    output, a smaller size, fewer steps, and ends early on a flat loss).
     """
     if synthesis:
         parser.add_argument(
@@ -78,7 +80,9 @@ def add_run_arguments(
     add_loss_options(parser, synthesis=synthesis)
     add_network_options(parser)
     add_size_options(parser, size=size)
-    add_optimiser_options(parser, synthesis=synthesis, steps=steps, init=None, several_styles=True)
+    add_optimiser_options(
+        parser, synthesis=synthesis, steps=steps, init=None, several_styles=True, min_progress=min_progress
+    )
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument(
         "--save-every", type=int, default=0, metavar="N", help="also save the image every N steps"
@@ -171,6 +175,8 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
         )
     if result.stalled:
         print(f"mmdstyle: {result.stalled}", file=sys.stderr)
+    if result.flat:
+        say(f"mmdstyle: {in_flags(result.flat)}")
     say(f"wrote {write} ({_summary(result.history, time.perf_counter() - started)})")
     if unwritten:
         print(f"mmdstyle: snapshots from {str(unwritten[0])!r} on were not written.", file=sys.stderr)
@@ -291,5 +297,6 @@ COMMANDS = (
         output="mmdstyle-demo.png",
         size=128,
         steps=30,
+        min_progress=1e-3,
     ),
 )

@@ -56,9 +56,41 @@ class TransferResult:
         """A sentence if the loss barely moved over the run (see :func:`stall_notice`), else None."""
         return stall_notice(self.history, self.config)
 
+    @property
+    def flat(self) -> str | None:
+        """A sentence if a stage ended early on a flat loss (see :func:`flat_notice`), else None."""
+        return None if self.config is None else flat_notice(self.history, self.config)
+
 
 #: A run whose loss changes by less than this fraction of its first value has not moved.
 STALL_TOLERANCE = 1e-4
+#: Steps over which ``TransferConfig.min_progress`` measures the fall of the loss.
+PROGRESS_WINDOW = 10
+
+
+def flattened(history: Sequence[dict[str, Any]], min_progress: float) -> bool:
+    """Whether the loss fell by less than ``min_progress`` of its value over the last steps.
+
+    Over the last :data:`PROGRESS_WINDOW` records of ``history`` (a stage's); never with
+    ``min_progress`` 0.
+    """
+    if min_progress <= 0 or len(history) <= PROGRESS_WINDOW:
+        return False
+    before, now = history[-1 - PROGRESS_WINDOW]["loss"], history[-1]["loss"]
+    return before - now < min_progress * abs(before)
+
+
+def flat_notice(history: Sequence[dict[str, Any]], config: TransferConfig) -> str | None:
+    """What to say when stages ended early on a flat loss (records marked ``"flat"``), or None."""
+    ends = [record["step"] for record in history if record.get("flat")]
+    if not ends:
+        return None
+    where = ", ".join(f"step {step}" for step in ends)
+    return (
+        f"the loss fell by less than {config.min_progress:g} of its value over {PROGRESS_WINDOW} steps, so "
+        f"the run ended early, after {where} ({config.steps} steps per stage): the steps left would change "
+        "little. Lower min_progress (0: every step) to run them."
+    )
 
 
 def stall_notice(history: Sequence[dict[str, Any]], config: TransferConfig | None = None) -> str | None:
@@ -250,10 +282,11 @@ def run_stage(
     since the stage started (compilation excluded, reported apart in the first record as
     ``compile_seconds``: about a millisecond when this process had already compiled the step).
     An L-BFGS stage that finds no lower loss in any direction has converged and ends early (its
-    last record says ``"converged": True``); that is not a stop reason. ``on_step()`` is called
-    after every step (a progress bar's tick; the values are read back once per chunk). ``stop`` is
-    asked after every step; when it returns True the stage ends there, the image that step
-    reached kept.
+    last record says ``"converged": True``), as does a stage whose loss has flattened (by
+    ``config.min_progress``, :func:`flattened`: ``"flat": True``); neither is a stop reason.
+    ``on_step()`` is called after every step (a progress bar's tick; the values are read back
+    once per chunk). ``stop`` is asked after every step; when it returns True the stage ends
+    there, the image that step reached kept.
     """
     config = objective.config
     params = jnp.asarray(image, config.dtype)
@@ -262,6 +295,7 @@ def run_stage(
     history: list[dict] = []
     done, running = 0, 0.0
     last_finite = params  # an image whose loss is known to be finite (the start counts as such)
+    requested = None
     while done < steps and not (stepper.converged or stepper.failure):
         length = min(config.chunk, steps - done)
         started = time.perf_counter()
@@ -324,13 +358,16 @@ def run_stage(
             return np.asarray(params), history, reason
         if stepper.converged:
             history[-1]["converged"] = True
+        flat = flattened(history, config.min_progress)
+        if flat:
+            history[-1]["flat"] = True
         if on_chunk is not None:
             on_chunk(first_step + done, np.asarray(params), history[-length:])
         if stop is not None and stop():
             requested = f"stopped on request after step {first_step + done - 1}"
             break
-    else:
-        requested = None
+        if flat:
+            break
     if history:
         history[0]["compile_seconds"] = stepper.compile_seconds
     if not bool(jnp.all(jnp.isfinite(params))):

@@ -48,6 +48,9 @@ class TransferConfig:
         scales: a pyramid of sizes, e.g. ``(128, 256)``: each stage starts from the previous
             result, upsampled. ``None``: one stage at ``size``.
         steps: optimiser steps per stage.
+        min_progress: a stage ends early once its loss falls by less than this fraction of its
+            value over :data:`~mmdstyle.style.engine.PROGRESS_WINDOW` steps (checked after every
+            chunk of steps): the steps left would change little. 0: every step runs.
         loss: the style loss spec for every style layer (see :mod:`mmdstyle.style.specs`).
         layer_losses: per-layer overrides, e.g. ``{"relu1_1": "bn"}``.
         estimator: MMD estimator for every ``mmd`` term: biased, unbiased or linear.
@@ -80,6 +83,7 @@ class TransferConfig:
     size: int = 256
     scales: tuple[int, ...] | None = None
     steps: int = 300
+    min_progress: float = 0.0
     loss: str = "gram"
     layer_losses: Mapping[str, str] = field(default_factory=dict)
     estimator: str = "biased"
@@ -133,6 +137,12 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
     for name in ("content_weight", "style_weight", "tv_weight"):
         if getattr(config, name) is not None:
             check_scalar(name, getattr(config, name), positive=False)
+    check_scalar("min_progress", config.min_progress, positive=False)
+    if not config.min_progress < 1:
+        raise ValueError(
+            f"min_progress must be below 1 (a fraction of the loss), got {config.min_progress}; "
+            "0 runs every step."
+        )
     for name in ("style_scale", "learning_rate"):
         check_scalar(name, getattr(config, name), positive=True)
     if config.original_colors and synthesis:
