@@ -200,3 +200,23 @@ def test_a_flat_loss_curve_gets_ticks_that_differ():
     assert len(set(labels)) == len(labels), labels
     assert figure.axes[0].get_yscale() == "linear"
     assert plot_history(_history()).axes[0].get_yscale() == "log"  # a loss that falls: log scale
+
+
+def test_terms_orders_of_magnitude_apart_share_a_log_axis_even_with_a_zero():
+    # a transfer from the content image: the content term starts at 0 and rises to 1e9 while
+    # the style term falls from 1e4 to 50; on a linear axis the style term was a flat line at 0
+    history = [
+        {
+            "step": i,
+            "loss": 1e7 / (i + 1),
+            "style": {"relu": 1e4 / (i + 1) ** 2},
+            "content": {"relu": 0.0 if i == 0 else 9e8},
+            "tv": 0.0,
+        }
+        for i in range(15)
+    ]
+    terms = plot_history(history).axes[1]
+    assert terms.get_yscale() == "log"
+    low, high = terms.get_ylim()
+    assert low < 1e4 / 15**2  # both curves inside, the zero left out
+    assert high > 9e8

@@ -149,7 +149,8 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
     total_axis, terms_axis = figure.subplots(1, 2)
     losses = [record["loss"] for record in history]
     total_axis.plot(steps, losses, color="black")
-    total_axis.set(title="objective", xlabel="step", yscale=_scale_for(losses))
+    total_axis.set(title="objective", xlabel="step")
+    _set_scale(total_axis, losses)
     curves = []
     for kind, line in (("style", "-"), ("content", "--")):
         for layer in history[0][kind]:
@@ -158,7 +159,8 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
     if show_tv:
         curves.append([record["tv"] for record in history])
         terms_axis.plot(steps, curves[-1], ":", label="TV")
-    terms_axis.set(title="terms (unweighted)", xlabel="step", yscale=_scale_for(np.concatenate(curves)))
+    terms_axis.set(title="terms (unweighted)", xlabel="step")
+    _set_scale(terms_axis, np.concatenate(curves))
     terms_axis.legend(ncols=2)
     stages = sorted({record.get("stage", 0) for record in history})
     for stage in stages[1:]:
@@ -171,16 +173,28 @@ def plot_history(history: Sequence[Mapping[str, Any]], *, title: str = "", show_
 
 
 def _scale_for(values: Any) -> str:
-    """``"log"`` for positive values spanning a factor of 2 or more, else ``"linear"``.
+    """``"log"`` for values >= 0 whose positive ones span a factor of 2 or more, else ``"linear"``.
 
     On a log axis a nearly flat curve gets tick labels that all read the same (2.02031e-1 five
-    times); a linear axis labels its ticks with an offset, each one distinct.
+    times); a linear axis labels its ticks with an offset, each one distinct. Zeros (a content
+    term at the content image it starts from) do not make the axis linear, which would flatten
+    every curve orders of magnitude below the largest into its floor: they are left out.
     """
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
-    if values.size == 0 or np.any(values <= 0):
+    positive = values[values > 0]
+    if positive.size == 0 or np.any(values < 0):
         return "linear"
-    return "log" if values.max() >= 2 * values.min() else "linear"
+    return "log" if positive.max() >= 2 * positive.min() else "linear"
+
+
+def _set_scale(axis: Any, values: Any) -> None:
+    """The y scale :func:`_scale_for` chooses; on a log axis zeros are left out (masked), not clipped."""
+    scale = _scale_for(values)
+    if scale == "log":
+        axis.set_yscale("log", nonpositive="mask")
+    else:
+        axis.set_yscale("linear")
 
 
 # ---------------------------------------------------------------- the identity
