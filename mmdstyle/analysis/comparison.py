@@ -208,6 +208,33 @@ def style_discrepancies(images: Sequence[np.ndarray], style: np.ndarray, **optio
     return np.stack([measure(image) for image in images])
 
 
+def check_comparison(
+    content: np.ndarray | None,
+    style: np.ndarray,
+    losses: Sequence[str],
+    config: TransferConfig,
+    *,
+    extractor: Any,
+    kernels: Sequence[str],
+    layers: Sequence[str] | None,
+) -> tuple[str, ...]:
+    """Every check :func:`compare_losses` makes before its first run; returns the measured layers.
+
+    The specs (losses and kernels), every run's settings, the memory the runs need (from the
+    shapes alone) and the layers. Raises the ValueError (or MemoryError) of the first that fails.
+    """
+    if not losses or len(set(losses)) != len(losses):
+        raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
+    for kernel in kernels:
+        parse_kernel_spec(kernel)
+    for loss in losses:
+        check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=content is None)
+    check_run_memory(config, extractor, content, [style])
+    return resolve_layers(extractor, layers if layers is not None else config.style_layers)
+
+
 def compare_losses(
     content: np.ndarray | None,
     style: np.ndarray,
@@ -253,18 +280,9 @@ def compare_losses(
     """
     config = with_default_init(TransferConfig() if config is None else config, content)
     losses = tuple(losses)
-    if not losses or len(set(losses)) != len(losses):
-        raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
-    if not kernels:
-        raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
-    for kernel in kernels:
-        parse_kernel_spec(kernel)
     extractor = extractor_or_default(extractor)
-    synthesis = content is None
-    for loss in losses:
-        check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=synthesis)
-    check_run_memory(config, extractor, content, [style])
-    layers = resolve_layers(extractor, layers if layers is not None else config.style_layers)
+    checked = {"extractor": extractor, "kernels": kernels, "layers": layers}
+    layers = check_comparison(content, style, losses, config, **checked)
     # the starting image and the style at the results' size, measured like the results; measuring
     # the start first checks the kernels, layers and estimator before any run
     stage_content, (measured_style,), start = _stage_start(config, content, style, config.stages()[-1])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, ESTIMATORS
-from mmdstyle.analysis.comparison import DEFAULT_KERNELS, compare_losses
+from mmdstyle.analysis.comparison import DEFAULT_KERNELS, check_comparison, compare_losses
 from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
 from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_test_options
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
@@ -21,6 +21,7 @@ from mmdstyle.cli.command import Command, user_errors
 from mmdstyle.cli.options import (
     KERNEL_HELP,
     LOSS_HELP,
+    add_check_option,
     add_loss_options,
     add_network_options,
     add_optimiser_options,
@@ -36,6 +37,8 @@ from mmdstyle.cli.options import (
 )
 from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
+from mmdstyle.features.layers import resolve_layers
+from mmdstyle.style.engine import with_default_init
 from mmdstyle.style.images import save_image
 from mmdstyle.style.specs import parse_kernel_spec, parse_style_spec
 
@@ -81,7 +84,7 @@ def _load_pair(images: list[str], default: tuple[str, str], what: str):
 
 
 def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None:
-    """``--json``, ``--plot`` and the network options.
+    """``--json``, ``--plot``, ``--check`` and the network options.
 
     The outputs are checked by :func:`~mmdstyle.cli.outputs.check_outputs` and written by
     :func:`_write`.
@@ -89,7 +92,15 @@ def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     outputs.add_argument("--plot", metavar="FILE", help=f"{plot_help} (.png, .pdf, .svg)")
+    add_check_option(outputs, "images, settings, layers and outputs")
     add_network_options(parser)
+
+
+def _ready(what: str, *, quiet: bool = False) -> int:
+    """What ``--check`` ends with: every check passed (said unless ``quiet``); exit status 0."""
+    if not quiet:
+        print(f"mmdstyle: ready: every check passed ({what})", file=sys.stderr)
+    return 0
 
 
 def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> None:
@@ -142,12 +153,17 @@ def run_verify(arguments: argparse.Namespace) -> int:
             raise ValueError(
                 f"--synthetic needs --size a multiple of 16 (VGG-19 pools 4 times), got {arguments.size}."
             )
+        if arguments.check:
+            return _ready(f"synthetic features of a {arguments.size} px image")
         layers = synthetic_vgg_layers(arguments.size, arguments.seed)
         source = f"synthetic ReLU features with VGG-19 shapes, {arguments.size} x {arguments.size} image"
         report = verify_gram_mmd_identity(layers, source=source, **options)
     else:
         (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "verify")
         extractor = extractor_from(arguments)
+        if arguments.check:
+            layers = resolve_layers(extractor, arguments.layers, role="style")
+            return _ready(f"{' and '.join(names)}, layers {', '.join(layers)}")
         source = (
             f"{names[0]} against {names[1]}, {type(extractor).__name__}, {arguments.size} x {arguments.size}"
         )
@@ -219,6 +235,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     outputs.add_argument("--json", metavar="FILE", help="also write the runs and the matrix as JSON to FILE")
     outputs.add_argument("--save-images", action="store_true", help="also save each result as OUT-<i>.png")
     outputs.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_check_option(outputs, "images, specs, settings, layers, outputs and memory")
 
 
 def _result_image(output: Path, index: int) -> Path:
@@ -254,6 +271,12 @@ def run_compare(arguments: argparse.Namespace) -> int:
     for kernel in arguments.kernels:
         parse_kernel_spec(kernel)
     extractor = extractor_from(arguments)
+    if arguments.check:
+        options = {"extractor": extractor, "kernels": arguments.kernels, "layers": arguments.style_layers}
+        config = with_default_init(config, content)
+        check_comparison(content, style, arguments.losses, config, **options)
+        ready = f"{len(arguments.losses)} losses, {config.steps} steps at {config.size} px"
+        return _ready(ready, quiet=arguments.quiet)
 
     def on_run(index: int, run: Any) -> None:
         if not arguments.quiet:
@@ -352,10 +375,14 @@ def run_test(arguments: argparse.Namespace) -> int:
     (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
     if arguments.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {arguments.seed}.")
+    extractor = extractor_from(arguments)
+    if arguments.check:
+        layers = resolve_layers(extractor, arguments.layers, role="style")
+        return _ready(f"{' and '.join(names)}, layers {', '.join(layers)}, kernel {kernel}")
     report = image_two_sample_tests(
         a,
         b,
-        extractor=extractor_from(arguments),
+        extractor=extractor,
         size=arguments.size,
         layers=arguments.layers,
         kernel=kernel,

@@ -233,6 +233,15 @@ def add_optimiser_options(
         )
 
 
+def add_check_option(group: argparse._ArgumentGroup, checked: str) -> None:
+    """``--check``: run every check (``checked`` names them), then stop before the work."""
+    group.add_argument(
+        "--check",
+        action="store_true",
+        help=f"check the {checked}, then stop without running (exit 0: ready)",
+    )
+
+
 # ---------------------------------------------------------------- reading the options
 
 

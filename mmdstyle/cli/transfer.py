@@ -18,6 +18,7 @@ import numpy as np
 from mmdstyle.cli.command import Command, in_flags, user_errors
 from mmdstyle.cli.options import (
     LOSS_HELP,
+    add_check_option,
     add_loss_options,
     add_network_options,
     add_optimiser_options,
@@ -91,11 +92,7 @@ def add_run_arguments(
     outputs.add_argument("--plot", metavar="FILE", help="loss curves (default: OUT-loss.png)")
     outputs.add_argument("--no-plot", action="store_true", help="no loss-curve figure")
     outputs.add_argument("--quiet", action="store_true", help="no progress bar, no messages except errors")
-    outputs.add_argument(
-        "--check",
-        action="store_true",
-        help="check the images, specs, layers, outputs and memory, then stop without running (exit 0: ready)",
-    )
+    add_check_option(outputs, "images, specs, layers, outputs and memory")
 
 
 def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
