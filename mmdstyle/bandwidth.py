@@ -77,7 +77,7 @@ def _median_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
     centred = samples - jnp.mean(samples, axis=0, keepdims=True)
     rows, columns = np.triu_indices(samples.shape[0], k=1)
     distances = squared_distances(centred, centred)[rows, columns]
-    return jnp.ldexp(jnp.sqrt(nonnegative_median(distances) / 2.0), exponent)
+    return jnp.sqrt(nonnegative_median(distances) / 2.0) * power_of_two(exponent, samples.dtype)
 
 
 def nonnegative_median(values: Float[Array, " K"]) -> Float[Array, ""]:
@@ -141,4 +141,4 @@ def _mean_bandwidth(samples: Float[Array, "N d"]) -> Float[Array, ""]:
     samples = samples * power_of_two(-exponent, samples.dtype)
     scatter = jnp.sum((samples - jnp.mean(samples, axis=0, keepdims=True)) ** 2)
     mean_squared_distance = 2.0 * scatter / (samples.shape[0] - 1.0)
-    return jnp.ldexp(jnp.sqrt(mean_squared_distance / 2.0), exponent)
+    return jnp.sqrt(mean_squared_distance / 2.0) * power_of_two(exponent, samples.dtype)

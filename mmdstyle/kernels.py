@@ -120,23 +120,35 @@ def squared_distances(
     return distances
 
 
+#: The signed integer type of each float's width, to read and write its exponent bits.
+_INTEGERS = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
+
+
 def magnitude_exponent(*arrays: Array, scale_up: bool = True) -> Int[Array, ""]:
     """The integer e with ``2^(e-1) <= max |entry| < 2^e``: the arrays times ``2^-e`` lie in (-1, 1).
 
-    Clipped so that ``2^-e`` is a normal number of the dtype, and, unless ``scale_up``, at 0
-    from below (arrays of small numbers are then left as they are). It is a piecewise constant
-    of the entries: no gradient flows through it. NaN or infinite entries give 0.
+    Read off the largest entry's exponent bits (a few integer operations, quick to compile).
+    Clipped so that ``2^-e`` and ``2^e`` are normal numbers of the dtype, and, unless
+    ``scale_up``, at 0 from below (arrays of small numbers are then left as they are). It is a
+    piecewise constant of the entries: no gradient flows through it.
     """
     largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(array)) for array in arrays])
-    _, exponent = jnp.frexp(largest)
     info = jnp.finfo(largest.dtype)
-    lowest = 1 - info.maxexp if scale_up else 0
-    return lax.stop_gradient(jnp.clip(exponent, lowest, -info.minexp))
+    bits = lax.bitcast_convert_type(largest, _INTEGERS[largest.dtype.itemsize])
+    biased = lax.shift_right_logical(bits, bits.dtype.type(info.nmant)) & ((1 << info.nexp) - 1)
+    exponent = biased.astype(jnp.int32) - (info.maxexp - 2)  # largest = m 2^exponent, 1/2 <= m < 1
+    return lax.stop_gradient(jnp.clip(exponent, info.minexp if scale_up else 0, -info.minexp))
 
 
 def power_of_two(exponent: Int[Array, ""], dtype: Any) -> Float[Array, ""]:
-    """``2^exponent`` as a scalar of ``dtype``: exact (a power of two has a one-bit mantissa)."""
-    return jnp.ldexp(jnp.ones((), dtype), exponent)
+    """``2^exponent`` as a scalar of ``dtype``, written into its exponent bits: exact.
+
+    ``exponent`` must be that of a normal number (``minexp <= exponent < maxexp``).
+    """
+    info = jnp.finfo(dtype)
+    integer = _INTEGERS[jnp.dtype(dtype).itemsize]
+    biased = (exponent + (info.maxexp - 1)).astype(integer)
+    return lax.bitcast_convert_type(lax.shift_left(biased, integer(info.nmant)), dtype)
 
 
 def _times(parameter: ArrayLike, factor: Float[Array, ""]) -> ArrayLike:
@@ -153,16 +165,17 @@ def _times(parameter: ArrayLike, factor: Float[Array, ""]) -> ArrayLike:
 
 def scale_samples(
     x: Float[Array, "m d"], y: Float[Array, "n d"], kernel: AbstractKernel
-) -> tuple[Float[Array, "m d"], Float[Array, "n d"], AbstractKernel, Int[Array, ""]] | None:
+) -> tuple[Float[Array, "m d"], Float[Array, "n d"], AbstractKernel, Callable[[Array], Array]] | None:
     """The samples scaled by a power of two into (-1, 1), with the kernel that keeps their MMD^2.
 
-    Returns ``(x', y', k', s)`` with ``x' = 2^-e x``, ``y' = 2^-e y`` (e from
+    Returns ``(x', y', k', undo)`` with ``x' = 2^-e x``, ``y' = 2^-e y`` (e from
     :func:`magnitude_exponent`) and ``k'`` from :meth:`AbstractKernel.for_scaled_samples`, so that
-    ``k(a, b) = 2^s k'(a', b')`` for every pair, and so every MMD^2 estimate of x and y under k
-    is ``2^s`` times that of x' and y' under k' (MMD^2 is linear in the kernel's values). Scaling
-    by a power of two rounds nothing, so in the usual range the result is the same to the bit;
-    far outside it, squared distances and inner products of x' and y' still fit the dtype
-    (docs/math.md, "Numerics"). None for a kernel without such a rule.
+    ``k(a, b) = 2^(e q) k'(a', b')`` for every pair; every MMD^2 estimate of x and y under k is
+    then ``undo`` of that of x' and y' under k' (MMD^2 is linear in the kernel's values).
+    ``undo`` multiplies by ``2^e`` q times: each product is exact, and none overflows before
+    the last. Scaling by a power of two rounds nothing, so in the usual range the result is the
+    same to the bit; far outside it, squared distances and inner products of x' and y' still fit
+    the dtype (docs/math.md, "Numerics"). None for a kernel without such a rule.
     """
     exponent = magnitude_exponent(x, y, scale_up=kernel.scales_up)
     factor = power_of_two(-exponent, x.dtype)
@@ -170,7 +183,14 @@ def scale_samples(
     if rule is None:
         return None
     scaled, degree = rule
-    return x * factor, y * factor, scaled, exponent * degree
+
+    def undo(value: Array) -> Array:
+        back = power_of_two(exponent, value.dtype)
+        for _ in range(degree):
+            value = value * back
+        return value
+
+    return x * factor, y * factor, scaled, undo
 
 
 # ----------------------------------------------------------------------------------------------

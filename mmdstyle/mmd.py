@@ -230,7 +230,7 @@ def _mmd2(
     # multiplied back (docs/math.md, "Numerics")
     scaled = scale_samples(x, y, kernel)
     if scaled is not None:
-        x, y, kernel, exponent = scaled
+        x, y, kernel, undo = scaled
     unbiased = estimator == "unbiased"
     if route == "paired":
         value = linear_time_mmd2(x, y, kernel)
@@ -246,7 +246,7 @@ def _mmd2(
         value = feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
     else:
         value = pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
-    return value if scaled is None else jnp.ldexp(value, exponent)
+    return value if scaled is None else undo(value)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def _mmd2_test(
     # (exact, so the order of the statistics, and with it the p-value, is unchanged)
     scaled = scale_samples(x, y, kernel)
     if scaled is not None:
-        x, y, kernel, exponent = scaled
+        x, y, kernel, undo = scaled
     m = x.shape[0]
     pooled = jnp.concatenate([x, y])
     size = pooled.shape[0]
@@ -278,7 +278,7 @@ def _mmd2_test(
     exceed = jnp.sum(permuted >= observed, dtype=observed.dtype)
     p_value = (1.0 + exceed) / (1.0 + num_permutations)
     if scaled is not None:
-        observed, permuted = jnp.ldexp(observed, exponent), jnp.ldexp(permuted, exponent)
+        observed, permuted = undo(observed), undo(permuted)
     return TwoSampleTestResult(observed, p_value, permuted, estimator)
 
 
