@@ -132,12 +132,13 @@ def magnitude_exponent(*arrays: Array, scale_up: bool = True) -> Int[Array, ""]:
     ``scale_up``, at 0 from below (arrays of small numbers are then left as they are). It is a
     piecewise constant of the entries: no gradient flows through it.
     """
-    largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(array)) for array in arrays])
+    # on constants: no tangent is formed for the maximum, only to be dropped
+    largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(lax.stop_gradient(array))) for array in arrays])
     info = jnp.finfo(largest.dtype)
     bits = lax.bitcast_convert_type(largest, _INTEGERS[largest.dtype.itemsize])
     biased = lax.shift_right_logical(bits, bits.dtype.type(info.nmant)) & ((1 << info.nexp) - 1)
     exponent = biased.astype(jnp.int32) - (info.maxexp - 2)  # largest = m 2^exponent, 1/2 <= m < 1
-    return lax.stop_gradient(jnp.clip(exponent, info.minexp if scale_up else 0, -info.minexp))
+    return jnp.clip(exponent, info.minexp if scale_up else 0, -info.minexp)
 
 
 def power_of_two(exponent: Int[Array, ""], dtype: Any) -> Float[Array, ""]:
