@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -30,12 +31,12 @@ CELL_TIMEOUT = 600
 KERNEL = "python3"
 
 
-def execute(path: str | Path, *, quick_compile: bool = False) -> nbformat.NotebookNode:
+def execute(path: str | Path, *, compile_flags: Sequence[str] = ()) -> nbformat.NotebookNode:
     """Run the notebook at ``path`` in a new kernel, in its own directory; return it with outputs.
 
-    The kernel compiles with XLA's defaults, as a reader's does (:func:`reader_environment`);
-    ``quick_compile`` keeps this process's flags instead (the test suite's quick-compile flags,
-    tests/compile_flags.py), for the notebooks whose time goes to compiling many programs.
+    The kernel compiles with XLA's defaults, as a reader's does (:func:`reader_environment`),
+    but for those of this process's quick-compile flags (tests/compile_flags.py) named in
+    ``compile_flags``: for the notebooks whose time goes to compiling many programs.
 
     Raises ``nbclient.exceptions.CellExecutionError`` (with the cell and its traceback) at the
     first cell that fails.
@@ -49,19 +50,19 @@ def execute(path: str | Path, *, quick_compile: bool = False) -> nbformat.Notebo
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,  # no timestamps in the stored file: diffs show only what changed
     )
-    client.execute(env=dict(os.environ) if quick_compile else reader_environment())
+    client.execute(env=reader_environment(keep=compile_flags))
     return notebook
 
 
-def reader_environment() -> dict[str, str]:
-    """This process's environment without the test suite's compile flags.
+def reader_environment(keep: Sequence[str] = ()) -> dict[str, str]:
+    """This process's environment without the test suite's compile flags, but for those in ``keep``.
 
     A notebook runs as a reader's does, with XLA's defaults: the test suite compiles its own
     programs with flags that compile quickly (tests/compile_flags.py) but would slow the
     notebooks' long runs.
     """
     environment = dict(os.environ)
-    names = {flag.split("=")[0] for flag in TEST_COMPILE_FLAGS}
+    names = {flag.split("=")[0] for flag in TEST_COMPILE_FLAGS if flag not in keep}
     kept = [flag for flag in environment.get("XLA_FLAGS", "").split() if flag.split("=")[0] not in names]
     if kept:
         environment["XLA_FLAGS"] = " ".join(kept)
