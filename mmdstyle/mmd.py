@@ -175,7 +175,14 @@ def mmd2(
     Returns:
       The scalar estimate, in the dtype of the samples. Jit-compiled; differentiable in x, y
       and the kernel's parameters. On the random routes it is an unbiased estimate (over keys)
-      of the exact route's value of the same estimator.
+      of the exact route's value of the same estimator. Computed on the samples scaled by a
+      power of two into (-1, 1), with the kernel rescaled to match, so samples of any magnitude
+      give the same value, exactly (docs/math.md, "Numerics": "Range").
+
+    Raises:
+      ValueError: bad samples, estimator, block size, kernel, route or key; and, where the call
+        is not traced, a value that is not finite: NaN or infinite samples (the message counts
+        them), or a value beyond the dtype's range.
     """
     x, y = check_sample_pair(x, y)
     check_estimator(estimator, x.shape[0], y.shape[0])

@@ -148,7 +148,8 @@ def mmd2_test(
     Raises:
       ValueError: bad samples, kernel, estimator, block size or number of permutations; a route
         the kernel does not have, the sliced route, ``method="matrix"`` with the ``"rff"`` route,
-        or an odd ``num_features`` (see :func:`mmdstyle.mmd2`).
+        or an odd ``num_features`` (see :func:`mmdstyle.mmd2`); a statistic that is not finite
+        (NaN or infinite samples, or beyond the dtype's range), as :func:`mmdstyle.mmd2` refuses it.
     """
     x, y = check_sample_pair(x, y)
     check_estimator(estimator, x.shape[0], y.shape[0])
