@@ -35,7 +35,7 @@ from mmdstyle.style.engine import (
     with_default_init,
 )
 from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
-from mmdstyle.style.specs import mmd2_options, parse_kernel_spec
+from mmdstyle.style.specs import mmd2_options, parse_kernel_spec, parse_style_spec
 
 __all__ = [
     "DEFAULT_KERNELS",
@@ -208,6 +208,18 @@ def style_discrepancies(images: Sequence[np.ndarray], style: np.ndarray, **optio
     return np.stack([measure(image) for image in images])
 
 
+def check_specs(losses: Sequence[str], kernels: Sequence[str]) -> None:
+    """The loss specs (at least one, each once) and the kernel specs read, without a network."""
+    if not losses or len(set(losses)) != len(losses):
+        raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
+    for loss in losses:
+        parse_style_spec(loss)
+    for kernel in kernels:
+        parse_kernel_spec(kernel)
+
+
 def check_comparison(
     content: np.ndarray | None,
     style: np.ndarray,
@@ -220,15 +232,10 @@ def check_comparison(
 ) -> tuple[str, ...]:
     """Every check :func:`compare_losses` makes before its first run; returns the measured layers.
 
-    The specs (losses and kernels), every run's settings, the memory the runs need (from the
+    The specs (:func:`check_specs`), every run's settings, the memory the runs need (from the
     shapes alone) and the layers. Raises the ValueError (or MemoryError) of the first that fails.
     """
-    if not losses or len(set(losses)) != len(losses):
-        raise ValueError(f"losses must name at least one loss spec, each once; got {list(losses)}.")
-    if not kernels:
-        raise ValueError("kernels is empty: give at least one kernel spec to measure the results with.")
-    for kernel in kernels:
-        parse_kernel_spec(kernel)
+    check_specs(losses, kernels)
     for loss in losses:
         check_config(dataclasses.replace(config, loss=loss), extractor, 1, synthesis=content is None)
     check_run_memory(config, extractor, content, [style])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, ESTIMATORS
-from mmdstyle.analysis.comparison import DEFAULT_KERNELS, check_comparison, compare_losses
+from mmdstyle.analysis.comparison import DEFAULT_KERNELS, check_comparison, check_specs, compare_losses
 from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
 from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_test_options
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
@@ -40,7 +40,7 @@ from mmdstyle.features.files import write_json
 from mmdstyle.features.layers import resolve_layers
 from mmdstyle.style.engine import with_default_init
 from mmdstyle.style.images import save_image
-from mmdstyle.style.specs import parse_kernel_spec, parse_style_spec
+from mmdstyle.style.specs import parse_kernel_spec
 
 DEFAULT_PAIR = ("sample:chelsea", "sample:hubble")
 
@@ -266,10 +266,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
     else:
         (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "compare")
     config = config_from(arguments, synthesis=synthesis)
-    for loss in arguments.losses:  # spec errors before the network is resolved (and announced)
-        parse_style_spec(loss)
-    for kernel in arguments.kernels:
-        parse_kernel_spec(kernel)
+    check_specs(arguments.losses, arguments.kernels)  # before the network is resolved (and announced)
     extractor = extractor_from(arguments)
     if arguments.check:
         options = {"extractor": extractor, "kernels": arguments.kernels, "layers": arguments.style_layers}
