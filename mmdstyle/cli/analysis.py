@@ -27,6 +27,7 @@ from mmdstyle.cli.options import (
     add_optimiser_options,
     add_size_options,
     at_least,
+    checks_passed,
     config_from,
     extractor_from,
     level,
@@ -34,6 +35,7 @@ from mmdstyle.cli.options import (
     parse_names,
     parse_specs,
     positive_float,
+    speaker,
 )
 from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
@@ -96,13 +98,6 @@ def _add_report_outputs(parser: argparse.ArgumentParser, plot_help: str) -> None
     add_network_options(parser)
 
 
-def _ready(what: str, *, quiet: bool = False) -> int:
-    """What ``--check`` ends with: every check passed (said unless ``quiet``); exit status 0."""
-    if not quiet:
-        print(f"mmdstyle: ready: every check passed ({what})", file=sys.stderr)
-    return 0
-
-
 def _write(arguments: argparse.Namespace, data: dict, figure: Any = None) -> None:
     """The report as JSON (``--json``) and its figure (``--plot``), if asked; says what it wrote."""
     write = Writer()
@@ -154,7 +149,7 @@ def run_verify(arguments: argparse.Namespace) -> int:
                 f"--synthetic needs --size a multiple of 16 (VGG-19 pools 4 times), got {arguments.size}."
             )
         if arguments.check:
-            return _ready(f"synthetic features of a {arguments.size} px image")
+            return checks_passed(f"synthetic features of a {arguments.size} px image")
         layers = synthetic_vgg_layers(arguments.size, arguments.seed)
         source = f"synthetic ReLU features with VGG-19 shapes, {arguments.size} x {arguments.size} image"
         report = verify_gram_mmd_identity(layers, source=source, **options)
@@ -163,7 +158,7 @@ def run_verify(arguments: argparse.Namespace) -> int:
         extractor = extractor_from(arguments)
         if arguments.check:
             layers = resolve_layers(extractor, arguments.layers, role="style")
-            return _ready(f"{' and '.join(names)}, layers {', '.join(layers)}")
+            return checks_passed(f"{' and '.join(names)}, layers {', '.join(layers)}")
         source = (
             f"{names[0]} against {names[1]}, {type(extractor).__name__}, {arguments.size} x {arguments.size}"
         )
@@ -273,7 +268,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
         config = with_default_init(config, content)
         check_comparison(content, style, arguments.losses, config, **options)
         ready = f"{len(arguments.losses)} losses, {config.steps} steps at {config.size} px"
-        return _ready(ready, quiet=arguments.quiet)
+        return checks_passed(ready, quiet=arguments.quiet)
 
     def on_run(index: int, run: Any) -> None:
         if not arguments.quiet:
@@ -284,7 +279,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+    say = speaker(arguments.quiet)
     with Interrupts(say) as interrupts:
         comparison = compare_losses(
             content,
@@ -375,7 +370,7 @@ def run_test(arguments: argparse.Namespace) -> int:
     extractor = extractor_from(arguments)
     if arguments.check:
         layers = resolve_layers(extractor, arguments.layers, role="style")
-        return _ready(f"{' and '.join(names)}, layers {', '.join(layers)}, kernel {kernel}")
+        return checks_passed(f"{' and '.join(names)}, layers {', '.join(layers)}, kernel {kernel}")
     report = image_two_sample_tests(
         a,
         b,

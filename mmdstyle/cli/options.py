@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -240,6 +241,17 @@ def add_check_option(group: argparse._ArgumentGroup, checked: str) -> None:
         action="store_true",
         help=f"check the {checked}, then stop without running (exit 0: ready)",
     )
+
+
+def speaker(quiet: bool) -> Callable[[str], None]:
+    """A function that prints a message on stderr, or (``--quiet``) says nothing."""
+    return (lambda _: None) if quiet else (lambda text: print(text, file=sys.stderr))
+
+
+def checks_passed(what: str, *, quiet: bool = False) -> int:
+    """What ``--check`` ends with: every check passed (said unless ``quiet``); exit status 0."""
+    speaker(quiet)(f"mmdstyle: ready: every check passed ({what})")
+    return 0
 
 
 # ---------------------------------------------------------------- reading the options

@@ -23,9 +23,11 @@ from mmdstyle.cli.options import (
     add_network_options,
     add_optimiser_options,
     add_size_options,
+    checks_passed,
     config_from,
     extractor_from,
     load_images,
+    speaker,
 )
 from mmdstyle.cli.outputs import Interrupts, Writer, check_outputs
 from mmdstyle.features.files import write_json
@@ -105,12 +107,12 @@ def run(arguments: argparse.Namespace, *, synthesis: bool) -> int:
     started = time.perf_counter() - seconds_since_the_process_started()
     content, styles, config, extractor, outputs = _prepare(arguments, synthesis=synthesis)
     output = outputs["-o"]
-    say = (lambda *_: None) if arguments.quiet else (lambda text: print(text, file=sys.stderr))
+    say = speaker(arguments.quiet)
     if arguments.check:
         check_run_memory(config, extractor, content, styles)
         stages = ", ".join(str(size) for size in config.stages())
-        say(f"mmdstyle: ready: every check passed ({config.steps} steps at {stages} px, loss {config.loss})")
-        return 0
+        ready = f"{config.steps} steps at {stages} px, loss {config.loss}"
+        return checks_passed(ready, quiet=arguments.quiet)
 
     unwritten: list[Path] = []  # the first snapshot that could not be written, if one could not
 
