@@ -351,7 +351,9 @@ def test_routes_are_selected_from_the_kernel():
 def test_default_block_size_bounds_the_block():
     assert default_block_size(65536, 65536) == 128
     assert default_block_size(1024, 10) == 64  # at least 16 blocks where possible
-    assert default_block_size(10, 7) == 1
+    assert default_block_size(129, 129) == 9
+    assert default_block_size(128, 3) == 128  # up to 128 samples: one tile
+    assert default_block_size(10, 7) == 10
     assert default_block_size(1, 1) == 1
 
 
