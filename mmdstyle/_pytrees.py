@@ -3,8 +3,8 @@
 Every pytree class of mmdstyle (kernels, built style terms, the random routes' targets, test
 results) is registered here, not with ``jax.tree_util.register_dataclass``. The structures that
 ``register_dataclass`` makes compare equal across two classes with the same fields (JAX 0.10:
-``tree_structure(GramTerm()) == tree_structure(BNTerm())``) while their hashes differ. A jit cache
-is a hash table keyed by the arguments' structures: when two such hashes meet in one of its buckets,
+``GramTerm`` and ``BNTerm``, each a ``target`` array) while their hashes differ. A jit cache is a
+hash table keyed by the arguments' structures: when two such hashes meet in one of its buckets,
 equality decides, and one class's compiled program runs on the other's arguments. It happened: a
 BN-statistics transfer ran the Gram loss's program and recorded the Gram loss's values. A node
 registered here is a custom node, whose class is part of its structure's equality.

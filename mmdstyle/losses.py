@@ -24,10 +24,14 @@ from mmdstyle.kernels import HIGHEST, AbstractKernel, Polynomial
 from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, mmd2
 
 __all__ = [
+    "bn_loss_to_target",
     "bn_style_loss",
+    "bn_target",
     "content_loss",
+    "gram_loss_to_target",
     "gram_matrix",
     "gram_style_loss",
+    "gram_target",
     "mmd2_to_style_loss",
     "mmd_style_loss",
 ]
@@ -73,9 +77,52 @@ def gram_style_loss(
 
 @jax.jit
 def _gram_style_loss(x: Float[Array, "m d"], y: Float[Array, "m d"]) -> Float[Array, ""]:
-    d, size = float(x.shape[1]), float(x.shape[0])
-    difference = _gram(x) / size - _gram(y) / size
-    return jnp.sum(difference**2) / (4.0 * d**2)
+    return _gram_loss_to_target(x, _gram_target(y))
+
+
+def gram_target(y: ArrayLike) -> Float[Array, "d d"]:
+    """``G_y / n``: the style's side of the Gram loss, to compute once for a style that stays fixed.
+
+    Args:
+      y: style image features, (n, d) samples or an (h, w, d) map.
+
+    Returns:
+      The (d, d) matrix that :func:`gram_loss_to_target` compares against.
+    """
+    return _gram_target(check_samples("y", y, allow_feature_map=True))
+
+
+def gram_loss_to_target(x: ArrayLike, target: ArrayLike) -> Float[Array, ""]:
+    """:func:`gram_style_loss` of x against ``target = gram_target(y)``: ``||G_x/m - target||^2 / (4 d^2)``.
+
+    The same operations as ``gram_style_loss(x, y)``, without forming the style's Gram matrix
+    again (a transfer evaluates it at every step). For m != n it is the MMD form of the loss,
+    :func:`mmd_style_loss` with ``Polynomial(2)``.
+
+    Args:
+      x: generated image features, (m, d) samples or an (h, w, d) map.
+      target: the style's ``gram_target``, (d, d).
+
+    Returns:
+      The scalar loss.
+    """
+    x, target = check_sample_pair(x, target, allow_feature_map=True)
+    if target.shape[0] != target.shape[1]:
+        raise ValueError(
+            f"target must be a (d, d) matrix from gram_target(y), got shape {tuple(target.shape)}."
+        )
+    return _gram_loss_to_target(x, target)
+
+
+@jax.jit
+def _gram_target(y: Float[Array, "n d"]) -> Float[Array, "d d"]:
+    return _gram(y) / float(y.shape[0])
+
+
+@jax.jit
+def _gram_loss_to_target(x: Float[Array, "m d"], target: Float[Array, "d d"]) -> Float[Array, ""]:
+    d = float(x.shape[1])
+    return jnp.sum((_gram_target(x) - target) ** 2) / (4.0 * d**2)
 
 
 def _gram(x: Float[Array, "m d"]) -> Float[Array, "d d"]:
@@ -167,12 +214,55 @@ def bn_style_loss(
 
 @jax.jit
 def _bn_style_loss(x: Float[Array, "m d"], y: Float[Array, "n d"], epsilon: ArrayLike) -> Float[Array, ""]:
-    def mean_and_std(samples: Array) -> tuple[Array, Array]:
-        mean = jnp.mean(samples, axis=0)
-        variance = jnp.mean((samples - mean[None, :]) ** 2, axis=0)
-        return mean, jnp.sqrt(variance + epsilon)
+    return _bn_loss_to_target(x, _bn_target(y, epsilon), epsilon)
 
-    (mean_x, std_x), (mean_y, std_y) = mean_and_std(x), mean_and_std(y)
+
+def bn_target(y: ArrayLike, epsilon: float = 1e-8) -> Float[Array, "2 d"]:
+    """The style's side of the BN loss, to compute once: its channel means and ``sqrt(var + epsilon)``.
+
+    Args:
+      y: style image features, (n, d) samples or an (h, w, d) map.
+      epsilon: as in :func:`bn_style_loss`.
+
+    Returns:
+      The means (row 0) and standard deviations (row 1), (2, d).
+    """
+    return _bn_target(
+        check_samples("y", y, allow_feature_map=True), check_scalar("epsilon", epsilon, positive=False)
+    )
+
+
+def bn_loss_to_target(x: ArrayLike, target: ArrayLike, epsilon: float = 1e-8) -> Float[Array, ""]:
+    """:func:`bn_style_loss` of x against ``target = bn_target(y, epsilon)``, the same operations.
+
+    Args:
+      x: generated image features, (m, d) samples or an (h, w, d) map.
+      target: the style's ``bn_target``, (2, d), made with the same ``epsilon``.
+      epsilon: as in :func:`bn_style_loss`.
+
+    Returns:
+      The scalar loss.
+    """
+    x, target = check_sample_pair(x, target, allow_feature_map=True)
+    if target.shape[0] != 2:
+        raise ValueError(
+            f"target must be the (2, d) means and deviations from bn_target(y), got {tuple(target.shape)}."
+        )
+    return _bn_loss_to_target(x, target, check_scalar("epsilon", epsilon, positive=False))
+
+
+@jax.jit
+def _bn_target(y: Float[Array, "n d"], epsilon: ArrayLike) -> Float[Array, "2 d"]:
+    mean = jnp.mean(y, axis=0)
+    variance = jnp.mean((y - mean[None, :]) ** 2, axis=0)
+    return jnp.stack([mean, jnp.sqrt(variance + epsilon)])
+
+
+@jax.jit
+def _bn_loss_to_target(
+    x: Float[Array, "m d"], target: Float[Array, "2 d"], epsilon: ArrayLike
+) -> Float[Array, ""]:
+    (mean_x, std_x), (mean_y, std_y) = _bn_target(x, epsilon), target
     return jnp.mean((mean_x - mean_y) ** 2 + (std_x - std_y) ** 2)
 
 

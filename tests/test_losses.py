@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
+from mmdstyle import losses
 from tests import reference
 from tests.helpers import max_norm_relative_error
 
@@ -144,6 +145,23 @@ def test_bn_style_loss_formula(rng):
     np.testing.assert_allclose(float(ms.bn_style_loss(x, y, epsilon=0.0)), expected, rtol=1e-13)
     # The default epsilon moves sd by ~epsilon / (2 sd): invisible at this scale.
     np.testing.assert_allclose(float(ms.bn_style_loss(x, y)), expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("counts", [(40, 40), (40, 30)])
+def test_the_style_side_computed_once_gives_the_same_losses(rng, counts):
+    # What a transfer evaluates at every step: the loss against the style's side, computed once.
+    x, y = relu_like(rng, counts[0], 6), relu_like(rng, counts[1], 6) + 0.2
+    gram, bn = losses.gram_target(y), losses.bn_target(y)
+    assert gram.shape == (6, 6)
+    assert bn.shape == (2, 6)
+    gram_reference = ms.gram_style_loss if counts[0] == counts[1] else ms.mmd_style_loss
+    pairs = [
+        (functools.partial(losses.gram_loss_to_target, target=gram), functools.partial(gram_reference, y=y)),
+        (functools.partial(losses.bn_loss_to_target, target=bn), functools.partial(ms.bn_style_loss, y=y)),
+    ]
+    for to_target, direct in pairs:
+        np.testing.assert_allclose(float(to_target(x)), float(direct(x)), rtol=1e-13)
+        np.testing.assert_allclose(jax.grad(to_target)(x), jax.grad(direct)(x), rtol=1e-12, atol=1e-300)
 
 
 def test_bn_style_loss_gradient_is_finite_on_a_dead_relu_channel(rng):

@@ -184,8 +184,11 @@ def _trial(
 #: The programs, compiled once per optimiser and per structure, shapes and dtypes of their
 #: arguments (the objective's layers and kinds of terms, the extractor's architecture), never per
 #: value: JAX's cache serves a stage, a run or a comparison with the same settings and sizes.
-_jitted_adam_step = jax.jit(_adam_step, static_argnames="optimizer")
-_jitted_trial = jax.jit(_trial)
+#: ``keep_unused``: the objective's style features stay arguments even where every term reads
+#: only what was computed from them when it was built (a Gram term its target Gram matrix), so
+#: the compiled step's memory analysis counts all the run holds (:func:`check_memory`).
+_jitted_adam_step = jax.jit(_adam_step, static_argnames="optimizer", keep_unused=True)
+_jitted_trial = jax.jit(_trial, keep_unused=True)
 
 
 def _compiled(jitted: Any, *arguments: Any, **static: Any) -> tuple[Any, float]:

@@ -46,7 +46,14 @@ from mmdstyle._checks import ESTIMATORS
 from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.bandwidth import mean_bandwidth, median_bandwidth
 from mmdstyle.kernels import AbstractKernel, Energy, Gaussian, Laplacian, Linear, MultiGaussian, Polynomial
-from mmdstyle.losses import bn_style_loss, gram_style_loss, mmd2_to_style_loss, mmd_style_loss
+from mmdstyle.losses import (
+    bn_loss_to_target,
+    bn_target,
+    gram_loss_to_target,
+    gram_target,
+    mmd2_to_style_loss,
+    mmd_style_loss,
+)
 from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, mmd2, select_route
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
@@ -357,9 +364,9 @@ class StyleSpec:
         weights, terms = [], []
         for index, (weight, atom) in enumerate(self.terms):
             if atom.kind == "gram":
-                term = GramTerm()
+                term = GramTerm(gram_target(target))
             elif atom.kind == "bn":
-                term = BNTerm()
+                term = BNTerm(bn_target(target))
             else:
                 kernel = (atom.kernel or KernelAtom("poly2")).build(target)
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
@@ -383,24 +390,34 @@ class StyleSpec:
 class GramTerm:
     """Gatys' Gram loss; for unequal sample counts its natural form ||G_x/m - G_y/n||^2 / (4 d^2).
 
-    A style image of another size than the output has another number of positions; Gatys'
-    formula assumes equal counts, and the MMD form (docs/math.md, "The Gram loss is a biased
-    MMD") is what it becomes otherwise.
+    The style's side, ``target = G_y/n``, is computed once, when the term is built
+    (:func:`mmdstyle.losses.gram_target`), not at every evaluation of the objective. A style
+    image of another size than the output has another number of positions; Gatys' formula
+    assumes equal counts, and the MMD form (docs/math.md, "The Gram loss is a biased MMD") is
+    what it becomes otherwise.
     """
 
+    target: Float[Array, "d d"]
+
     def __call__(self, x: Array, y: Array) -> Array:
-        """:func:`mmdstyle.gram_style_loss` for equal sample counts, else :func:`mmdstyle.mmd_style_loss`."""
-        return gram_style_loss(x, y) if x.shape[0] == y.shape[0] else mmd_style_loss(x, y)
+        """:func:`mmdstyle.gram_style_loss` of x against the y the term was built from (its ``target``)."""
+        return gram_loss_to_target(x, self.target)
 
 
 @pytree_dataclass
 @dataclass(frozen=True)
 class BNTerm:
-    """Li et al.'s BN-statistics loss (:func:`mmdstyle.bn_style_loss`)."""
+    """Li et al.'s BN-statistics loss (:func:`mmdstyle.bn_style_loss`).
+
+    The style's side, its channel means and standard deviations, is computed once, when the term
+    is built (:func:`mmdstyle.losses.bn_target`).
+    """
+
+    target: Float[Array, "2 d"]
 
     def __call__(self, x: Array, y: Array) -> Array:
-        """:func:`mmdstyle.bn_style_loss` of ``x`` against ``y``."""
-        return bn_style_loss(x, y)
+        """:func:`mmdstyle.bn_style_loss` of x against the y the term was built from (its ``target``)."""
+        return bn_loss_to_target(x, self.target)
 
 
 @pytree_dataclass
