@@ -83,7 +83,7 @@ ONE_TILE_PAIRS = 2**20
 
 
 def default_block_size(m: int, n: int) -> int:
-    """Rows per block: all of them up to ``MAX_BLOCK_ROWS``, else at most that, and ``MIN_BLOCKS`` blocks.
+    """Rows per block: all of them up to ``MAX_BLOCK_ROWS``; beyond, fewer, for ``MIN_BLOCKS`` blocks or more.
 
     Sets of at most ``MAX_BLOCK_ROWS`` samples are summed in one tile, whose kernel matrices
     (at most 2^14 values each) stay in cache anyway: measured on one core, m = n in 17 ... 128,
