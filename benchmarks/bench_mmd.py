@@ -17,6 +17,11 @@ What it prints, each a ratio of two timings taken in this run:
 5. The median heuristic on 2048 pooled samples (its default cap; 2,096,128 pair distances):
    ``median_bandwidth``, which selects the median by bisection, / the same with ``jnp.median``,
    which sorts. Both give the same sigma exactly.
+6. MMD against a fixed style, Gaussian, m = n = 4096, d = 96 (the multi-scale network's layer at
+   64 px): ``pairwise_mmd2_to_target`` (the style's own kernel sum computed once, by
+   ``pairwise_target``) / ``mmd2``, the value (a measurement; about 3/4 expected: the style's sum
+   is a quarter of the kernel values) and the value and gradient in x (a loss step; the
+   gradient's sums, which never included the style's, stay).
 
 Timings are the best of several runs after a warm-up (compilation excluded).
 """
@@ -139,6 +144,32 @@ def median_benchmarks(samples_count: int, d: int) -> dict:
     }
 
 
+def target_benchmarks(m: int, d: int) -> dict:
+    x, y = samples(m, m, d)
+    kernel = ms.Gaussian(float(ms.median_bandwidth(x, y)))
+    target = ms.mmd.pairwise_target(y, kernel)
+
+    def both(a: jax.Array, b: jax.Array) -> jax.Array:
+        return ms.mmd2(a, b, kernel)
+
+    def fixed(a: jax.Array, t: ms.mmd.PairwiseTarget) -> jax.Array:
+        return ms.mmd.pairwise_mmd2_to_target(a, t)
+
+    times = {
+        "mmd2_value_s": best_time(jax.jit(both), x, y),
+        "to_target_value_s": best_time(jax.jit(fixed), x, target),
+        "mmd2_s": best_time(jax.jit(jax.value_and_grad(both)), x, y),
+        "to_target_s": best_time(jax.jit(jax.value_and_grad(fixed)), x, target),
+    }
+    return {
+        "m": m,
+        "d": d,
+        **times,
+        "value_ratio": times["to_target_value_s"] / times["mmd2_value_s"],
+        "to_target_over_mmd2": times["to_target_s"] / times["mmd2_s"],
+    }
+
+
 def memory_child(m: int, d: int) -> None:
     """Value and gradient of a Gaussian MMD; prints this process's peak RSS in bytes."""
     x, y = samples(m, m, d)
@@ -208,12 +239,21 @@ def main() -> None:
     print(f"   median_bandwidth (selection)     {median['selection_s'] * 1e3:9.1f} ms")
     print(f"   with jnp.median (sort)           {median['sort_s'] * 1e3:9.1f} ms")
     print(f"   ratio selection / sort           {median['selection_over_sort']:9.2f}")
+    fixed = target_benchmarks(1024 if arguments.quick else 4096, 96)
+    print(f"\n6. Gaussian MMD against a fixed target, m = n = {fixed['m']}, d = 96")
+    print(f"   value: mmd2                      {fixed['mmd2_value_s'] * 1e3:9.1f} ms")
+    print(f"   value: pairwise_mmd2_to_target   {fixed['to_target_value_s'] * 1e3:9.1f} ms")
+    print(f"   ratio target / mmd2              {fixed['value_ratio']:9.2f}   (about 0.75 expected)")
+    print(f"   value + gradient: mmd2           {fixed['mmd2_s'] * 1e3:9.1f} ms")
+    print(f"   value + gradient: to the target  {fixed['to_target_s'] * 1e3:9.1f} ms")
+    print(f"   ratio target / mmd2              {fixed['to_target_over_mmd2']:9.2f}   (gradient sums stay)")
     if arguments.json:
         figures = {
             "poly2": poly,
             "gaussian": gauss,
             "memory": {"m": memory_m, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline},
             "median_bandwidth": median,
+            "fixed_target": fixed,
         }
         with open(arguments.json, "w") as file:
             json.dump(figures, file, indent=2)

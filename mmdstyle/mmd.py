@@ -35,6 +35,8 @@ References:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +53,22 @@ from mmdstyle._checks import (
     check_integer,
     check_key,
     check_sample_pair,
+    check_samples,
     is_traced,
 )
+from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
 
-__all__ = ["RANDOM_ROUTES", "ROUTES", "default_block_size", "mmd2", "select_route"]
+__all__ = [
+    "RANDOM_ROUTES",
+    "ROUTES",
+    "PairwiseTarget",
+    "default_block_size",
+    "mmd2",
+    "pairwise_mmd2_to_target",
+    "pairwise_target",
+    "select_route",
+]
 
 ROUTES = ("auto", "feature", "pairwise", "rff", "sliced")
 #: The routes that estimate the exact value from random draws (frequencies, directions).
@@ -492,14 +505,129 @@ def pairwise_mmd2(
         centre = pooled_mean(x, y)
         x, y = x - centre, y - centre
     m, n = float(x.shape[0]), float(y.shape[0])
-    xx_off_diagonal, xx_diagonal = symmetric_kernel_sum(kernel, x, block_size)
-    yy_off_diagonal, yy_diagonal = symmetric_kernel_sum(kernel, y, block_size)
-    xy = cross_kernel_sum(kernel, x, y, block_size)
-    if unbiased:
-        within = xx_off_diagonal / (m * (m - 1.0)) + yy_off_diagonal / (n * (n - 1.0))
+    x_within = within_term(kernel, x, block_size, unbiased=unbiased)
+    y_within = within_term(kernel, y, block_size, unbiased=unbiased)
+    return x_within + y_within - 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (m * n)
+
+
+def within_term(
+    kernel: AbstractKernel, samples: Float[Array, "n d"], block_size: int, *, unbiased: bool
+) -> Float[Array, ""]:
+    """One sample set's own term of MMD^2: ``sum_jj' k(s_j, s_j') / n^2``, or over j != j' by n(n-1)."""
+    off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
+    n = float(samples.shape[0])
+    return off_diagonal / (n * (n - 1.0)) if unbiased else (off_diagonal + diagonal) / n**2
+
+
+@pytree_dataclass
+@dataclass(frozen=True)
+class PairwiseTarget:
+    """One sample set's side of the pairwise route, computed once: for a loss against a fixed target.
+
+    A style loss or measure compares changing images with the same style features under the same
+    kernel: the style's own kernel sum, a quarter of the pairs when m = n, is a constant.
+
+    Attributes:
+      samples: the target's samples y, (n, d).
+      kernel: the kernel the estimate takes.
+      centre: for a kernel whose MMD is unchanged by a common shift, the shift every call
+        applies to both sets (y's mean, (1, d)); else None. For the energy kernel the terms are
+        not shift-invariant one by one, only their combination: one centre for all three.
+      within: y's own term, ``sum_jj' k(y_j, y_j') / n^2`` (biased) or over j != j' by n(n-1)
+        (unbiased), of y shifted by ``centre``, in the units of y (computed on y scaled like
+        :func:`mmd2`'s samples).
+      unbiased: the estimator.
+    """
+
+    # plain annotations: under JAX's transformations the fields hold tracers and placeholders
+    samples: Any  # (n, d)
+    kernel: Any  # AbstractKernel
+    centre: Any  # (1, d) or None
+    within: Any  # ()
+    unbiased: bool = field(metadata={"static": True})
+
+
+def pairwise_target(
+    y: ArrayLike, kernel: AbstractKernel, estimator: str = "biased", block_size: int | None = None
+) -> PairwiseTarget:
+    """The target y's side of :func:`mmd2`'s pairwise route, for :func:`pairwise_mmd2_to_target`.
+
+    Args:
+      y: the target samples (n, d).
+      kernel: any kernel (the pairwise route takes every kernel).
+      estimator: ``"biased"`` or ``"unbiased"`` (the linear-time estimator forms no such sum).
+      block_size: rows per block of y's sum, as in :func:`mmd2`.
+
+    Raises:
+      ValueError: bad samples, kernel, estimator or block size.
+    """
+    y = check_samples("y", y, allow_feature_map=False)
+    check_kernel("kernel", kernel)
+    check_choice("estimator", estimator, ("biased", "unbiased"))
+    check_estimator(estimator, y.shape[0], y.shape[0])
+    check_block_size(block_size)
+    block_size = default_block_size(y.shape[0], y.shape[0]) if block_size is None else block_size
+    return _pairwise_target(y, kernel, unbiased=estimator == "unbiased", block_size=block_size)
+
+
+@functools.partial(jax.jit, static_argnames=("unbiased", "block_size"))
+def _pairwise_target(
+    y: Float[Array, "n d"], kernel: AbstractKernel, *, unbiased: bool, block_size: int
+) -> PairwiseTarget:
+    centre = lax.stop_gradient(jnp.mean(y, axis=0, keepdims=True)) if kernel.mmd_shift_invariant else None
+    shifted = y if centre is None else y - centre
+    scaled = scale_samples(shifted, shifted, kernel)
+    if scaled is None:
+        within = within_term(kernel, shifted, block_size, unbiased=unbiased)
     else:
-        within = (xx_off_diagonal + xx_diagonal) / m**2 + (yy_off_diagonal + yy_diagonal) / n**2
-    return within - 2.0 * xy / (m * n)
+        samples, _, scaled_kernel, undo = scaled
+        within = undo(within_term(scaled_kernel, samples, block_size, unbiased=unbiased))
+    return PairwiseTarget(y, kernel, centre, within, unbiased)
+
+
+def pairwise_mmd2_to_target(
+    x: ArrayLike, target: PairwiseTarget, block_size: int | None = None
+) -> Float[Array, ""]:
+    """:func:`mmd2` of x against the target whose side :func:`pairwise_target` computed.
+
+    The same value as ``mmd2(x, y, kernel, estimator, route="pairwise")``, up to rounding, at
+    about three quarters of the cost for m = n: only the x-x and x-y sums are formed. The
+    target's term is a constant: the gradient in x is the same as mmd2's, but none flows to y
+    or to the kernel's parameters (use :func:`mmd2` for those).
+
+    Args:
+      x: samples (m, d), with the target's d.
+      target: from :func:`pairwise_target`.
+      block_size: rows per block, as in :func:`mmd2`.
+
+    Raises:
+      ValueError: bad samples or block size; where the call is not traced, a value that is not
+        finite (as :func:`mmd2`).
+    """
+    x, y = check_sample_pair(x, target.samples)
+    check_estimator("unbiased" if target.unbiased else "biased", x.shape[0], y.shape[0])
+    check_block_size(block_size)
+    block_size = default_block_size(x.shape[0], y.shape[0]) if block_size is None else block_size
+    value = _pairwise_mmd2_to_target(x, target, block_size=block_size)
+    return check_finite_value(value, f"MMD^2 under {target.kernel!r}", {"x": x, "y": y})
+
+
+@functools.partial(jax.jit, static_argnames="block_size")
+def _pairwise_mmd2_to_target(
+    x: Float[Array, "m d"], target: PairwiseTarget, *, block_size: int
+) -> Float[Array, ""]:
+    y, kernel = target.samples.astype(x.dtype), target.kernel
+    if target.centre is not None:  # the centre the target's own term was taken about
+        centre = target.centre.astype(x.dtype)
+        x, y = x - centre, y - centre
+    scaled = scale_samples(x, y, kernel)
+    if scaled is not None:
+        x, y, kernel, undo = scaled
+    m, n = float(x.shape[0]), float(y.shape[0])
+    partial = within_term(kernel, x, block_size, unbiased=target.unbiased)
+    partial = partial - 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (m * n)
+    partial = partial if scaled is None else undo(partial)
+    return partial + jnp.asarray(target.within, x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

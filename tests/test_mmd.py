@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
-from mmdstyle.mmd import default_block_size
+from mmdstyle.mmd import default_block_size, pairwise_mmd2_to_target, pairwise_target
 from tests import reference
+from tests.helpers import max_norm_relative_error
 
 ESTIMATORS = ["biased", "unbiased", "linear"]
 
@@ -418,3 +419,65 @@ def test_gradient_with_respect_to_a_zero_offset(rng):
     x, y = samples(rng, 12, 9, 3)
     gradient = jax.grad(lambda c: ms.mmd2(x, y, ms.Polynomial(2, c=c)))(0.0)
     np.testing.assert_allclose(float(gradient), 2 * np.sum((x.mean(0) - y.mean(0)) ** 2), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# A fixed target's side of the pairwise route, computed once
+
+
+@pytest.mark.parametrize("name", ["gaussian", "laplacian", "energy", "poly3", "sum", "function"])
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_a_pairwise_target_gives_the_value_of_mmd2(rng, name, estimator):
+    kernel, function = KERNELS[name]
+    x, y = samples(rng, M, N, D)
+    target = pairwise_target(y, kernel, estimator)
+    # y's own term, against its definition, about the centre the target chose (the energy
+    # kernel's terms change with a shift; only their combination in MMD^2 does not)
+    shifted = y if target.centre is None else y - np.asarray(target.centre)
+    kyy = reference.kernel_matrix(function, shifted, shifted)
+    within = (kyy.sum() - np.trace(kyy)) / (N * (N - 1)) if estimator == "unbiased" else kyy.mean()
+    np.testing.assert_allclose(float(target.within), within, rtol=1e-12)
+    # float64, the same sums but y's taken apart: rounding only
+    expected = ms.mmd2(x, y, kernel, estimator, route="pairwise")
+    np.testing.assert_allclose(float(pairwise_mmd2_to_target(x, target)), float(expected), rtol=1e-12)
+
+
+# the blocked scans (sets of 23 and 14 in blocks of 5) and the gradient: one shift-invariant
+# kernel and the energy kernel, whose terms are shifted about one centre, one estimator each
+@pytest.mark.parametrize(("name", "estimator"), [("gaussian", "biased"), ("energy", "unbiased")])
+def test_a_pairwise_target_gives_the_gradient_of_mmd2_in_blocks(rng, name, estimator):
+    kernel, _ = KERNELS[name]
+    x, y = samples(rng, M, N, D)
+    target = pairwise_target(y, kernel, estimator, block_size=BLOCK)
+
+    def direct(a):
+        return ms.mmd2(a, y, kernel, estimator, block_size=BLOCK, route="pairwise")
+
+    def to_target(a):
+        return pairwise_mmd2_to_target(a, target, BLOCK)
+
+    np.testing.assert_allclose(float(to_target(x)), float(direct(x)), rtol=1e-12)
+    # both compiled whole (an eager gradient compiles one program per operation)
+    expected, actual = jax.jit(jax.grad(direct))(x), jax.jit(jax.grad(to_target))(x)
+    assert max_norm_relative_error(actual, expected) <= 1e-12
+
+
+def test_a_pairwise_target_keeps_samples_of_any_magnitude_exact(rng):
+    # the target's sum is taken on y scaled by its own power of two, the rest on the pair's: the
+    # float32 value at 2^80 is 2^80 times the value at 1 (the energy kernel's degree q = 1)
+    x, y = (array.astype(np.float32) for array in samples(rng, 12, 10, 3))
+    at_one = pairwise_mmd2_to_target(x, pairwise_target(y, ms.Energy()))
+    far = pairwise_mmd2_to_target(x * 2.0**80, pairwise_target(y * 2.0**80, ms.Energy()))
+    assert far.dtype == jnp.float32
+    np.testing.assert_allclose(float(far), float(at_one) * 2.0**80, rtol=1e-6)
+
+
+def test_a_pairwise_target_refuses_what_it_cannot_do(rng):
+    x, y = samples(rng, 8, 6, 3)
+    with pytest.raises(ValueError, match="estimator"):
+        pairwise_target(y, ms.Gaussian(1.0), "linear")
+    target = pairwise_target(y, ms.Gaussian(1.0))
+    with pytest.raises(ValueError, match="same number of channels"):
+        pairwise_mmd2_to_target(x[:, :2], target)
+    with pytest.raises(ValueError, match="NaN"):
+        pairwise_mmd2_to_target(np.full_like(x, np.nan), target)

@@ -25,7 +25,7 @@ import numpy as np
 from mmdstyle._checks import ESTIMATORS, check_choice, check_estimator, check_max_samples
 from mmdstyle.features.layers import extract_samples, resolve_layers, subsample
 from mmdstyle.features.registry import extractor_or_default
-from mmdstyle.mmd import mmd2
+from mmdstyle.mmd import mmd2, pairwise_mmd2_to_target, pairwise_target, select_route
 from mmdstyle.style.engine import (
     check_run_memory,
     initial_image,
@@ -185,6 +185,13 @@ def discrepancy_measure(
     built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
     draws = jax.random.key(seed)
     routes = [mmd2_options(e, jax.random.fold_in(draws, k)) for k, e in enumerate(expressions)]
+    # the style's own kernel sums of the pairwise route, a constant of every measurement: once
+    targets = {
+        (layer, k): pairwise_target(style_samples[layer], kernel, estimator)
+        for layer in layers
+        for k, kernel in enumerate(built[layer])
+        if select_route(kernel, estimator, routes[k].get("route", "auto")) == "pairwise"
+    }
 
     def measure(image: np.ndarray) -> np.ndarray:
         samples = extract_samples(extractor, image, layers)
@@ -193,7 +200,11 @@ def discrepancy_measure(
             x = jnp.asarray(subsample(samples[layer], max_samples, rng))
             check_estimator(estimator, x.shape[0], style_samples[layer].shape[0])
             for k, kernel in enumerate(built[layer]):
-                values[k, j] = float(mmd2(x, style_samples[layer], kernel, estimator, **routes[k]))
+                if (layer, k) in targets:
+                    value = pairwise_mmd2_to_target(x, targets[layer, k])
+                else:
+                    value = mmd2(x, style_samples[layer], kernel, estimator, **routes[k])
+                values[k, j] = float(value)
         return values
 
     return measure

@@ -54,7 +54,16 @@ from mmdstyle.losses import (
     mmd2_to_style_loss,
     mmd_style_loss,
 )
-from mmdstyle.mmd import DEFAULT_NUM_DIRECTIONS, DEFAULT_NUM_FEATURES, RANDOM_ROUTES, mmd2, select_route
+from mmdstyle.mmd import (
+    DEFAULT_NUM_DIRECTIONS,
+    DEFAULT_NUM_FEATURES,
+    RANDOM_ROUTES,
+    PairwiseTarget,
+    mmd2,
+    pairwise_mmd2_to_target,
+    pairwise_target,
+    select_route,
+)
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
@@ -370,12 +379,14 @@ class StyleSpec:
             else:
                 kernel = (atom.kernel or KernelAtom("poly2")).build(target)
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
-                features = None  # the style's side of a random route's estimate, computed once
+                side = None  # the style's side of the estimate, computed once where it is a sum
                 if atom.route == "rff":
-                    features = random_features.feature_target(target, kernel, term_key, atom.size)
+                    side = random_features.feature_target(target, kernel, term_key, atom.size)
                 elif atom.route == "sliced":
-                    features = sliced.direction_target(target, kernel, term_key, atom.size)
-                term = MMDTerm(kernel, estimator, atom.route, atom.size, features)
+                    side = sliced.direction_target(target, kernel, term_key, atom.size)
+                elif select_route(kernel, estimator, atom.route) == "pairwise":
+                    side = pairwise_target(target, kernel, estimator)
+                term = MMDTerm(kernel, estimator, atom.route, atom.size, side)
             weights.append(weight)
             terms.append(term)
         return WeightedTerms(tuple(weights), tuple(terms))
@@ -425,17 +436,20 @@ class BNTerm:
 class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
 
-    A random route (``rff``, ``sliced``) draws ``size`` features or directions once, when the term
-    is built: ``features`` holds them with the target's side (its mean features or sorted
-    projections), so the term is a deterministic function of x and reads only the shape of the
-    ``y`` it is given, which must be that target.
+    ``target`` holds the style's side of the estimate, computed once, when the term is built: on
+    the pairwise route the style's own kernel sum (:func:`mmdstyle.mmd.pairwise_target`), a
+    quarter of the kernel values when m = n; on a random route (``rff``, ``sliced``) the ``size``
+    features or directions drawn once, with the style's mean features or sorted projections.
+    The term then reads the ``y`` it is given (which must be that target) only for its shape,
+    or, on a random route with exact inner-product terms, for those. The feature route forms both
+    sides' means and Gram matrices at every call, O((m + n) d^2): no target.
     """
 
     kernel: AbstractKernel
     estimator: str = field(metadata={"static": True})
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
-    features: random_features.FeatureTarget | sliced.DirectionTarget | None = None
+    target: PairwiseTarget | random_features.FeatureTarget | sliced.DirectionTarget | None = None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -446,13 +460,15 @@ class MMDTerm:
             # the linear-time estimator pairs consecutive samples, and neighbouring pixels are
             # correlated: pair them through one fixed random order instead (Li et al. shuffle too)
             x, y = x[_permutation(x.shape[0])], y[_permutation(y.shape[0])]
-        if self.features is None:
+        if self.target is None:
             return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
         unbiased = self.estimator == "unbiased"
-        if isinstance(self.features, sliced.DirectionTarget):
-            value = sliced.sliced_mmd2_to_target(x, self.features, unbiased=unbiased)
+        if isinstance(self.target, PairwiseTarget):
+            value = pairwise_mmd2_to_target(x, self.target)
+        elif isinstance(self.target, sliced.DirectionTarget):
+            value = sliced.sliced_mmd2_to_target(x, self.target, unbiased=unbiased)
         else:
-            value = random_features.rff_mmd2_to_target(x, self.features, unbiased=unbiased)
+            value = random_features.rff_mmd2_to_target(x, self.target, unbiased=unbiased)
             _, exact = random_features.split_kernel(self.kernel)
             if exact is not None:
                 value = value + mmd2(x, y, exact, self.estimator, route="feature")
