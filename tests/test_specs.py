@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmdstyle as ms
+from mmdstyle.mmd import pairwise_target
 from mmdstyle.style.specs import (
     KERNEL_FORMS,
     LOSS_FORMS,
@@ -78,16 +79,29 @@ def test_each_spec_builds_the_loss_it_names(samples, spec, expected):
     np.testing.assert_allclose(term(x, y), expected(x, y), rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "spec",
-    ["gram", "bn", "0.5*gram + 2*bn", "mmd:gaussian(sigma=median)", "mmd:energy", "mmd:poly(degree=3, c=1)"],
-)
-def test_a_term_reads_the_style_once(samples, spec):
-    # built from y, a term keeps y's side of the loss (Gram matrix, statistics, own kernel sum):
-    # the y it is called with later (always the same target in a transfer) is not read again
+@pytest.mark.parametrize("spec", ["gram", "bn", "0.5*gram + 2*bn"])
+def test_gram_and_bn_terms_read_the_style_once(samples, spec):
+    # built from y, a term keeps y's Gram matrix or statistics: the y it is called with later
+    # (always the same target in a transfer) is not read again, and no copy of it is kept
     x, y = samples
     term = parse_style_spec(spec).build(y)
     np.testing.assert_array_equal(term(x, y), term(x, 3.0 * y + 1.0))
+    assert all(np.shape(leaf) != y.shape for leaf in jax.tree.leaves(term))
+
+
+@pytest.mark.parametrize("spec", ["mmd:gaussian(sigma=median)", "mmd:energy", "mmd:poly(degree=3, c=1)"])
+def test_a_pairwise_term_keeps_the_styles_own_sum(samples, spec):
+    # the style's own kernel sum, computed once; the samples themselves come with each call (the
+    # objective holds them once: a copy in the term would count twice in the step's memory)
+    x, y = samples
+    term = parse_style_spec(spec).build(y)
+    (mmd_term,) = term.terms
+    assert mmd_term.target.samples is None
+    assert all(np.shape(leaf) != y.shape for leaf in jax.tree.leaves(term))
+    own_sum = pairwise_target(y, mmd_term.kernel).within
+    np.testing.assert_allclose(float(mmd_term.target.within), float(own_sum), rtol=1e-15)
+    expected = ms.mmd_style_loss(x, y, mmd_term.kernel, route="pairwise")
+    np.testing.assert_allclose(float(term(x, y)), float(expected), rtol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])

@@ -31,6 +31,7 @@ minimises: a function ``term(samples, target_samples) -> scalar``. Parsing happe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -385,7 +386,10 @@ class StyleSpec:
                 elif atom.route == "sliced":
                     side = sliced.direction_target(target, kernel, term_key, atom.size)
                 elif select_route(kernel, estimator, atom.route) == "pairwise":
-                    side = pairwise_target(target, kernel, estimator)
+                    # without the samples: the term is called with them (the objective holds
+                    # them once, and a second reference would count them twice in the compiled
+                    # step's memory analysis)
+                    side = dataclasses.replace(pairwise_target(target, kernel, estimator), samples=None)
                 term = MMDTerm(kernel, estimator, atom.route, atom.size, side)
             weights.append(weight)
             terms.append(term)
@@ -464,7 +468,7 @@ class MMDTerm:
             return mmd_style_loss(x, y, self.kernel, self.estimator, route=self.route)
         unbiased = self.estimator == "unbiased"
         if isinstance(self.target, PairwiseTarget):
-            value = pairwise_mmd2_to_target(x, self.target)
+            value = pairwise_mmd2_to_target(x, dataclasses.replace(self.target, samples=y))
         elif isinstance(self.target, sliced.DirectionTarget):
             value = sliced.sliced_mmd2_to_target(x, self.target, unbiased=unbiased)
         else:
