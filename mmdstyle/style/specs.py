@@ -441,12 +441,13 @@ class MMDTerm:
     """``MMD^2[x, y; kernel] / (4 d^2)`` with one estimator and route (:func:`mmdstyle.mmd_style_loss`).
 
     ``target`` holds the style's side of the estimate, computed once, when the term is built: on
-    the pairwise route the style's own kernel sum (:func:`mmdstyle.mmd.pairwise_target`), a
-    quarter of the kernel values when m = n; on a random route (``rff``, ``sliced``) the ``size``
-    features or directions drawn once, with the style's mean features or sorted projections.
-    The term then reads the ``y`` it is given (which must be that target) only for its shape,
-    or, on a random route with exact inner-product terms, for those. The feature route forms both
-    sides' means and Gram matrices at every call, O((m + n) d^2): no target.
+    the pairwise route the style's own kernel sum (:func:`mmdstyle.mmd.pairwise_target`, a
+    quarter of the kernel values when m = n; the samples themselves come with each call, as
+    ``y``, which must be the style the term was built from); on a random route (``rff``,
+    ``sliced``) the ``size`` features or directions drawn once, with the style's mean features or
+    sorted projections (``y`` then read only for its shape, or for a sum kernel's exact
+    inner-product terms). The feature route forms both sides' means and Gram matrices at every
+    call, O((m + n) d^2): no target.
     """
 
     kernel: AbstractKernel
