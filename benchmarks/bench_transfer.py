@@ -22,6 +22,9 @@ Two measurements:
 - **Time per step**, after compilation (mmdstyle) or a warm-up iteration (torch; one iteration
   per ``step()`` call, which evaluates the objective once more at the start of each call). The
   evaluations per step are printed too.
+- **Peak memory** (resident set of each side's process, start-up and imports included) of an
+  L-BFGS transfer at ``--memory-size`` (512) pixels, a few steps, side by side. Goal: mmdstyle's
+  not above torch's. ``--memory-size 0`` skips it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -194,6 +198,21 @@ def time_to_quality(size: int, steps: int, platform: str, figures: dict) -> None
     )
 
 
+def peak_memory(size: int, platform: str, have_torch: bool, figures: dict, steps: int = 3) -> None:
+    """Each side's peak resident memory over an L-BFGS transfer of ``steps`` steps at ``size`` px."""
+    sides = ("mmdstyle", "torch") if have_torch else ("mmdstyle",)
+    peaks = {side: measure(side, size, steps, "lbfgs", platform) for side in sides}
+    figures["peak_memory"] = {"size": size, "steps": steps, **peaks}
+    for side, result in peaks.items():
+        if result:
+            peak = result["peak_rss_bytes"] / 2**30
+            print(f"  peak RSS, L-BFGS at {size} px, {steps} steps: {side:<8} {peak:.2f} GiB")
+    if all(peaks.values()) and len(peaks) == 2:
+        ratio = peaks["mmdstyle"]["peak_rss_bytes"] / peaks["torch"]["peak_rss_bytes"]
+        figures["peak_memory"]["ratio"] = ratio
+        print(f"  peak RSS mmdstyle / torch: {ratio:.2f}   (goal <= 1.0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,13 +224,16 @@ def main() -> None:
         "--quality-steps", type=int, default=50, help="torch's iterations for time to quality"
     )
     parser.add_argument("--optimizer", choices=("lbfgs", "adam"), help="only this optimizer (default: both)")
+    parser.add_argument(
+        "--memory-size", type=int, default=512, help="pixels of the peak-memory run (default 512; 0: skip)"
+    )
     parser.add_argument("--platform", choices=("cpu", "gpu"), default="cpu", help="where both sides run")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--child", choices=("mmdstyle", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.quick:
-        arguments.size, arguments.steps, arguments.quality_steps = 64, 3, 5
+        arguments.size, arguments.steps, arguments.quality_steps, arguments.memory_size = 64, 3, 5, 96
     if arguments.child:
         optimizer = arguments.optimizer or "lbfgs"
         if arguments.child == "mmdstyle":
@@ -220,6 +242,7 @@ def main() -> None:
             result = run_torch(
                 arguments.size, arguments.steps, optimizer, arguments.platform, arguments.quality
             )
+        result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         print(json.dumps(result))
         return
 
@@ -261,6 +284,8 @@ def main() -> None:
                 f"  {optimizer:<5} mmdstyle: {ours['seconds_per_step'] * arguments.steps:.1f} s "
                 f"for {arguments.steps} steps"
             )
+    if arguments.memory_size:
+        peak_memory(arguments.memory_size, arguments.platform, have_torch, figures)
     if arguments.json:
         from mmdstyle.features.files import write_json
 
