@@ -504,10 +504,9 @@ def pairwise_mmd2(
         # Exact for such kernels, and it shrinks ||a||^2 + ||b||^2 - 2 a^T b cancellation.
         centre = pooled_mean(x, y)
         x, y = x - centre, y - centre
-    m, n = float(x.shape[0]), float(y.shape[0])
     x_within = within_term(kernel, x, block_size, unbiased=unbiased)
     y_within = within_term(kernel, y, block_size, unbiased=unbiased)
-    return x_within + y_within - 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (m * n)
+    return x_within + y_within - cross_term(kernel, x, y, block_size)
 
 
 def within_term(
@@ -517,6 +516,13 @@ def within_term(
     off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
     n = float(samples.shape[0])
     return off_diagonal / (n * (n - 1.0)) if unbiased else (off_diagonal + diagonal) / n**2
+
+
+def cross_term(
+    kernel: AbstractKernel, x: Float[Array, "m d"], y: Float[Array, "n d"], block_size: int
+) -> Float[Array, ""]:
+    """The cross term of MMD^2 (either estimator): ``2 sum_ij k(x_i, y_j) / (m n)``."""
+    return 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (float(x.shape[0]) * float(y.shape[0]))
 
 
 @pytree_dataclass
@@ -623,9 +629,9 @@ def _pairwise_mmd2_to_target(
     scaled = scale_samples(x, y, kernel)
     if scaled is not None:
         x, y, kernel, undo = scaled
-    m, n = float(x.shape[0]), float(y.shape[0])
-    partial = within_term(kernel, x, block_size, unbiased=target.unbiased)
-    partial = partial - 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (m * n)
+    partial = within_term(kernel, x, block_size, unbiased=target.unbiased) - cross_term(
+        kernel, x, y, block_size
+    )
     partial = partial if scaled is None else undo(partial)
     return partial + jnp.asarray(target.within, x.dtype)
 
