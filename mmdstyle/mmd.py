@@ -629,9 +629,8 @@ def _pairwise_mmd2_to_target(
     scaled = scale_samples(x, y, kernel)
     if scaled is not None:
         x, y, kernel, undo = scaled
-    partial = within_term(kernel, x, block_size, unbiased=target.unbiased) - cross_term(
-        kernel, x, y, block_size
-    )
+    x_within = within_term(kernel, x, block_size, unbiased=target.unbiased)
+    partial = x_within - cross_term(kernel, x, y, block_size)
     partial = partial if scaled is None else undo(partial)
     return partial + jnp.asarray(target.within, x.dtype)
 
