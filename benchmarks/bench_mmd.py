@@ -22,6 +22,11 @@ What it prints, each a ratio of two timings taken in this run:
    ``pairwise_target``) / ``mmd2``, the value (a measurement; about 3/4 expected: the style's sum
    is a quarter of the kernel values) and the value and gradient in x (a loss step; the
    gradient's sums, which never included the style's, stay).
+7. The permutation test's relabellings, 999 of m = n = 1000 samples: ``random_labels`` (a random
+   m-subset: the m-th smallest of N random keys, selected by NumPy on the CPU) / ``jax.random.
+   permutation`` (two key-value sorts, what the test drew before), the labels alone and a whole
+   ``mmd2_test`` (linear kernel, d = 8: the permutation method, whose statistics are cheap) with
+   the permutations put back (``permuted_mmd2_test`` below).
 
 Timings are the best of several runs after a warm-up (compilation excluded).
 """
@@ -44,6 +49,7 @@ import numpy as np
 from jax import lax
 
 import mmdstyle as ms
+from mmdstyle.two_sample import random_labels
 
 
 def best_time(function: Callable, *args, repeats: int = 3) -> float:
@@ -170,6 +176,50 @@ def target_benchmarks(m: int, d: int) -> dict:
     }
 
 
+def permuted_mmd2_test(x: jax.Array, y: jax.Array, kernel: ms.AbstractKernel, key: jax.Array, count: int):
+    """The permutation method's statistics with relabellings drawn by ``jax.random.permutation``."""
+    m, pooled = x.shape[0], jnp.concatenate([x, y])
+
+    def statistic(k: jax.Array) -> jax.Array:
+        order = jax.random.permutation(k, pooled.shape[0])
+        return ms.mmd2(pooled[order[:m]], pooled[order[m:]], kernel, "unbiased")
+
+    return lax.map(statistic, jax.random.split(key, count))
+
+
+def relabelling_benchmarks(m: int, d: int, count: int) -> dict:
+    x, y = samples(m, m, d)
+    keys = jax.random.split(jax.random.key(0), count)
+    size = 2 * m
+    kernel = ms.Linear()
+
+    def labels(k: jax.Array) -> jax.Array:
+        return lax.map(lambda one: random_labels(one, m, size), k)
+
+    def permutations(k: jax.Array) -> jax.Array:
+        return lax.map(lambda one: jax.random.permutation(one, size), k)
+
+    def test(a: jax.Array, b: jax.Array) -> jax.Array:
+        return ms.mmd2_test(a, b, kernel, count, key=keys[0], method="permutation").permuted_statistics
+
+    times = {
+        "labels_s": best_time(jax.jit(labels), keys),
+        "permutations_s": best_time(jax.jit(permutations), keys),
+        "test_s": best_time(test, x, y),
+        "permuted_test_s": best_time(
+            jax.jit(lambda a, b: permuted_mmd2_test(a, b, kernel, keys[0], count)), x, y
+        ),
+    }
+    return {
+        "m": m,
+        "d": d,
+        "relabellings": count,
+        **times,
+        "labels_over_permutations": times["labels_s"] / times["permutations_s"],
+        "test_ratio": times["test_s"] / times["permuted_test_s"],
+    }
+
+
 def memory_child(m: int, d: int) -> None:
     """Value and gradient of a Gaussian MMD; prints this process's peak RSS in bytes."""
     x, y = samples(m, m, d)
@@ -247,6 +297,14 @@ def main() -> None:
     print(f"   value + gradient: mmd2           {fixed['mmd2_s'] * 1e3:9.1f} ms")
     print(f"   value + gradient: to the target  {fixed['to_target_s'] * 1e3:9.1f} ms")
     print(f"   ratio target / mmd2              {fixed['to_target_over_mmd2']:9.2f}   (gradient sums stay)")
+    relabel = relabelling_benchmarks(200 if arguments.quick else 1000, 8, 999)
+    print(f"\n7. {relabel['relabellings']} relabellings of m = n = {relabel['m']} samples")
+    print(f"   random_labels                    {relabel['labels_s'] * 1e3:9.1f} ms")
+    print(f"   jax.random.permutation           {relabel['permutations_s'] * 1e3:9.1f} ms")
+    print(f"   ratio labels / permutations      {relabel['labels_over_permutations']:9.2f}")
+    print(f"   mmd2_test, linear, d = {relabel['d']}       {relabel['test_s'] * 1e3:9.1f} ms")
+    print(f"   the same with permutations       {relabel['permuted_test_s'] * 1e3:9.1f} ms")
+    print(f"   ratio                            {relabel['test_ratio']:9.2f}")
     if arguments.json:
         figures = {
             "poly2": poly,
@@ -254,6 +312,7 @@ def main() -> None:
             "memory": {"m": memory_m, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline},
             "median_bandwidth": median,
             "fixed_target": fixed,
+            "relabellings": relabel,
         }
         with open(arguments.json, "w") as file:
             json.dump(figures, file, indent=2)

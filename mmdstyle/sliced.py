@@ -54,18 +54,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.experimental.buffer_callback import buffer_callback
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from mmdstyle._checks import check_integer
+from mmdstyle._host import on_host, writes_result
 from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Energy, ScaledKernel, orthogonal_normal, pooled_mean
 
@@ -124,30 +123,6 @@ def random_directions(key: jax.Array, count: int, dimension: int, dtype: DTypeLi
     return jnp.where(norms > 0, gaussian / jnp.where(norms > 0, norms, 1.0), first_axis)
 
 
-def _on_host(into: Callable[..., None], shape: jax.ShapeDtypeStruct, *operands: Array) -> Array:
-    """A NumPy computation inside a compiled program: ``into(context, result, *operands)``, on the CPU.
-
-    ``into`` receives XLA's own buffers (read and written through ``np.asarray``) and fills the
-    result buffer in place; :func:`_writes_result` makes one from a function of arrays. Batched
-    (vmap) operands arrive with the batch axes, unbatched ones with axes of size 1 there.
-
-    Not ``jax.pure_callback``: that one first copies its operands into new device arrays, and
-    reading those waits on XLA's CPU thread pool, which is running the callback itself. In a
-    process restricted to one core the pool has one thread, and the program never returns.
-    """
-    return buffer_callback(into, shape, vmap_method="expand_dims")(*operands)
-
-
-def _writes_result(function: Callable[..., np.ndarray]) -> Callable[..., None]:
-    """A callback for :func:`_on_host` that writes ``function(*operands)`` into the result buffer."""
-
-    def into(context: Any, result: Any, *operands: Any) -> None:
-        del context
-        np.asarray(result)[...] = function(*(np.asarray(operand) for operand in operands))
-
-    return into
-
-
 def argsort(values: Float[Array, "*batch N"]) -> Int[Array, "*batch N"]:
     """The permutation that sorts ``values`` along the last axis (ties in index order).
 
@@ -156,13 +131,13 @@ def argsort(values: Float[Array, "*batch N"]) -> Int[Array, "*batch N"]:
     float32 values takes it 3 s with the index as a second operand, while NumPy, given the
     float's order-preserving integer key and the index packed into one int64, sorts them in 0.1 s
     (``benchmarks/bench_routes.py`` measures the route). On the CPU the order therefore comes from
-    NumPy (:func:`_on_host`); other backends sort with ``jnp.argsort``.
+    NumPy (:func:`mmdstyle._host.on_host`); other backends sort with ``jnp.argsort``.
     """
     shape = jax.ShapeDtypeStruct(values.shape, jnp.int32)
     values = lax.stop_gradient(values)  # an order has no gradient; the gather that uses it has
 
     def on_the_host(values: Array) -> Array:
-        return _on_host(_host_argsort_into, shape, values)
+        return on_host(_host_argsort_into, shape, values)
 
     return lax.platform_dependent(
         values, cpu=on_the_host, default=lambda v: jnp.argsort(v, axis=-1).astype(jnp.int32)
@@ -250,7 +225,7 @@ def merge_order(
     x_proj, y_sorted = lax.stop_gradient(x_proj), lax.stop_gradient(y_sorted)
 
     def on_the_host(x: Array, y: Array) -> Array:
-        return _on_host(_host_merge_order_into, shape, x, y)
+        return on_host(_host_merge_order_into, shape, x, y)
 
     return lax.platform_dependent(x_proj, y_sorted, cpu=on_the_host, default=_device_merge_order)
 
@@ -285,8 +260,8 @@ def _host_merge_order(x: ArrayLike, y_sorted: ArrayLike) -> np.ndarray:
     return _host_argsort(np.concatenate([x, y_sorted], axis=-1))
 
 
-_host_argsort_into = _writes_result(_host_argsort)
-_host_merge_order_into = _writes_result(_host_merge_order)
+_host_argsort_into = writes_result(_host_argsort)
+_host_merge_order_into = writes_result(_host_merge_order)
 
 
 @pytree_dataclass

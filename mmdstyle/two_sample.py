@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, ArrayLike, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from mmdstyle import random_features
 from mmdstyle._checks import (
@@ -45,6 +45,7 @@ from mmdstyle._checks import (
     check_integer,
     check_sample_pair,
 )
+from mmdstyle._host import on_host, writes_result
 from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
 from mmdstyle.mmd import (
@@ -119,10 +120,13 @@ def mmd2_test(
         Polynomial(2) (c = 0) only against differences in the second moments.
       num_permutations: B, the number of random relabellings (>= 1). The smallest p-value
         possible is 1 / (B + 1).
-      key: PRNG key (default ``jax.random.key(0)``: reproducible). On the ``"rff"`` route
-        ``jax.random.split(key)`` gives two keys: the first draws the frequencies (it is the
-        ``key`` of :func:`mmdstyle.mmd2`), the second the relabellings: relabelling b labels x
-        the samples ``random_labels(keys[b], m, m + n)``, ``keys = jax.random.split(second, B)``.
+      key: PRNG key (default ``jax.random.key(0)``: reproducible). Relabelling b labels x the
+        samples ``random_labels(keys[b], m, m + n)`` (each set in its pooled order), with ``keys =
+        jax.random.split(key, B)``; for the linear-time estimator, which pairs samples in their
+        order, the first m of ``jax.random.permutation(keys[b], m + n)``, in that order. On the
+        ``"rff"`` route ``jax.random.split(key)`` first gives two keys: the first draws the
+        frequencies (it is the ``key`` of :func:`mmdstyle.mmd2`), the second takes ``key``'s
+        place for the relabellings.
       estimator: ``"unbiased"`` (default), ``"biased"`` or ``"linear"``.
       block_size: for the ``"permutation"`` method (see :func:`mmdstyle.mmd2`).
       method: how the relabelled statistics are computed (see :func:`select_method`):
@@ -260,22 +264,26 @@ def _mmd2_test(
         observed, permuted = _rff_statistics(x, y, kernel, frequency_key, keys, draws, unbiased=unbiased)
     else:
         keys = jax.random.split(key, num_permutations)
-        permutations = jax.vmap(lambda k: jax.random.permutation(k, size))(keys)
-        identity = jnp.arange(size)[None, :]
-        orders = jnp.concatenate([identity, permutations])  # row 0 is the observed labelling
         if method == "matrix":
-            statistics = _statistics_from_matrix(pooled, m, kernel, orders, unbiased=unbiased)
+            observed_labels = jnp.arange(size) < m
+            labels = jnp.concatenate([observed_labels[None, :], _labellings(keys, m, size)])
+            statistics = _statistics_from_matrix(pooled, m, kernel, labels, unbiased=unbiased)
+            observed, permuted = statistics[0], statistics[1:]
         else:
 
-            def statistic(order: Int[Array, " N"]) -> Array:
-                relabelled = pooled[order]
-                a, b = relabelled[:m], relabelled[m:]
+            def statistic(a: Float[Array, "m d"], b: Float[Array, "n d"]) -> Array:
                 if route == "paired":
                     return linear_time_mmd2(a, b, kernel)
                 return mmd2(a, b, kernel, estimator, block_size=block_size, route=route)
 
-            statistics = lax.map(statistic, orders)
-        observed, permuted = statistics[0], statistics[1:]
+            def relabelled(key: jax.Array) -> tuple[Array, Array]:
+                if route == "paired":  # the linear-time estimator pairs samples in order: permute
+                    order = jax.random.permutation(key, size)
+                    return pooled[order[:m]], pooled[order[m:]]
+                return _split(pooled, random_labels(key, m, size), m)
+
+            observed = statistic(x, y)
+            permuted = lax.map(lambda key: statistic(*relabelled(key)), keys)
     exceed = jnp.sum(permuted >= observed, dtype=observed.dtype)
     p_value = (1.0 + exceed) / (1.0 + num_permutations)
     if scaled is not None:
@@ -333,8 +341,7 @@ def _rff_statistics(
         )(means_x, means_y)
 
     def exact_statistic(labels: Bool[Array, " N"]) -> Float[Array, ""]:
-        a, b = pooled[jnp.nonzero(labels, size=m)[0]], pooled[jnp.nonzero(~labels, size=n)[0]]
-        return feature_mmd2(a, b, coefficients, unbiased=unbiased)
+        return feature_mmd2(*_split(pooled, labels, m), coefficients, unbiased=unbiased)
 
     observed = statistics_from_sums(jnp.sum(features[:m], axis=0)[None, :])[0]
     if exact is not None:
@@ -349,8 +356,7 @@ def _rff_statistics(
     chunked_keys = jnp.concatenate([keys, padding]).reshape(chunks, chunk, *keys.shape[1:])
 
     def chunk_statistics(chunk_keys: jax.Array) -> Float[Array, " C"]:
-        # lax.map, not vmap: the rare tie-break of random_labels then runs only where needed
-        labels = lax.map(lambda k: random_labels(k, m, size), chunk_keys)  # (C, N)
+        labels = _labellings(chunk_keys, m, size)  # (C, N)
         indicators = jnp.zeros((chunk, rows), features.dtype).at[:, :size].set(labels.astype(features.dtype))
         statistics = statistics_from_sums(jnp.matmul(indicators, features, precision=HIGHEST))
         if exact is not None:
@@ -370,10 +376,10 @@ def random_labels(key: jax.Array, m: int, size: int) -> Bool[Array, " N"]:
     The m samples with the smallest keys ``(u_i, v_i, i)`` in lexicographic order, for u and v
     independent uniform 32-bit integers (one draw of 64 bits per sample): a uniformly random
     m-subset, up to collisions of the 64-bit keys (probability below size^2 / 2^65, as for
-    ``jax.random.permutation``'s two rounds). It takes one sort of u alone, for the m-th
-    smallest value t (a sort of one 32-bit integer array is several times faster on the CPU
-    than the key-value sort of a permutation: 13 ms against 90 ms for 200k samples); v is
-    sorted only when several samples share the key t (probability about size / 2^32).
+    ``jax.random.permutation``'s two rounds). It needs only the m-th smallest key: on the CPU a
+    NumPy partition, O(N), instead of the two key-value sorts of a permutation (999 labellings of
+    2000 samples: 0.20 s, most of it drawing the random bits, against 0.86 s; benchmarks/
+    bench_mmd.py, item 7).
 
     Args:
       key: ``jax.random`` key.
@@ -387,27 +393,55 @@ def random_labels(key: jax.Array, m: int, size: int) -> Bool[Array, " N"]:
     return _smallest_keys(first, second, m)
 
 
-def _smallest_keys(first: Array, second: Array, m: int) -> Bool[Array, " N"]:
+def _labellings(keys: jax.Array, m: int, size: int) -> Bool[Array, "B N"]:
+    """``random_labels(keys[b], m, size)`` for each key, as rows.
+
+    ``lax.map``, not ``vmap``: one labelling's random keys exist at a time, not B x N of them.
+    """
+    return lax.map(lambda key: random_labels(key, m, size), keys)
+
+
+def _split(pooled: Float[Array, "N d"], labels: Bool[Array, " N"], m: int) -> tuple[Array, Array]:
+    """The m samples a labelling labels x, and the others, each in their pooled order."""
+    n = pooled.shape[0] - m
+    return pooled[jnp.nonzero(labels, size=m)[0]], pooled[jnp.nonzero(~labels, size=n)[0]]
+
+
+def _smallest_keys(first: Array, second: Array, m: int) -> Bool[Array, "*batch N"]:
     """True for the m smallest keys ``(first_i, second_i, i)`` (32-bit integers), in lexicographic order.
 
-    Only the samples tied with the m-th smallest ``first`` look at ``second``, and only samples
-    tied in both (probability ~2^-32) at the index, so that exactly m are chosen in every case.
+    On the CPU NumPy selects the m-th smallest of the 64-bit keys ``first_i * 2^32 + second_i``
+    (a partition, O(N)); the rare samples tied with it at all 64 bits are taken in index order.
+    Elsewhere one sort of the three keys finds the m-th smallest triple.
     """
-    threshold = lax.sort(first)[m - 1]
-    below, tied = first < threshold, first == threshold
-    needed = m - jnp.sum(below, dtype=jnp.int32)  # >= 1 of the tied samples
+    shape = jax.ShapeDtypeStruct(first.shape, jnp.bool_)
 
-    def break_ties() -> Array:
-        masked = jnp.where(tied, second, np.uint32(np.iinfo(np.uint32).max))
-        second_threshold = lax.sort(masked)[needed - 1]
-        chosen = tied & (masked < second_threshold)
-        at_threshold = tied & (masked == second_threshold)
-        rest = needed - jnp.sum(chosen, dtype=jnp.int32)
-        return chosen | (at_threshold & (jnp.cumsum(at_threshold, dtype=jnp.int32) <= rest))
+    def on_the_host(first: Array, second: Array) -> Array:
+        return on_host(writes_result(functools.partial(_host_smallest_keys, m=m)), shape, first, second)
 
-    # a cond, not a select, when called per relabelling inside lax.map: the second sort is rare
-    chosen = lax.cond(jnp.sum(tied, dtype=jnp.int32) == needed, lambda: tied, break_ties)
-    return below | chosen
+    return lax.platform_dependent(
+        first, second, cpu=on_the_host, default=functools.partial(_device_smallest_keys, m=m)
+    )
+
+
+def _device_smallest_keys(first: Array, second: Array, m: int) -> Bool[Array, "*batch N"]:
+    """:func:`_smallest_keys` in JAX, for backends whose sort is fast."""
+    index = lax.broadcasted_iota(jnp.int32, first.shape, first.ndim - 1)
+    at = (value[..., m - 1 : m] for value in lax.sort((first, second, index), num_keys=3))
+    first_t, second_t, index_t = at
+    return (first < first_t) | (
+        (first == first_t) & ((second < second_t) | ((second == second_t) & (index <= index_t)))
+    )
+
+
+def _host_smallest_keys(first: np.ndarray, second: np.ndarray, *, m: int) -> np.ndarray:
+    """:func:`_smallest_keys` in NumPy."""
+    first, second = np.broadcast_arrays(first, second)  # under vmap, either may be batched
+    keys = (first.astype(np.uint64) << np.uint64(32)) | second.astype(np.uint64)
+    threshold = np.partition(keys, m - 1, axis=-1)[..., m - 1 : m]
+    below, tied = keys < threshold, keys == threshold
+    needed = m - np.sum(below, axis=-1, keepdims=True)  # >= 1 of the tied samples, in index order
+    return below | (tied & (np.cumsum(tied, axis=-1) <= needed))
 
 
 def _centred_features(
@@ -453,13 +487,14 @@ def _statistics_from_matrix(
     pooled: Float[Array, "N d"],
     m: int,
     kernel: AbstractKernel,
-    orders: Int[Array, "B N"],
+    labels: Bool[Array, "B N"],
     *,
     unbiased: bool,
 ) -> Float[Array, " B"]:
     """MMD^2 of each labelling from one pooled kernel matrix K, all labellings in one matrix product.
 
-    With a the 0/1 indicator of the samples labelled x and b = 1 - a:
+    ``labels[b]`` is True for the m samples labelling b labels x. With a the 0/1 indicator of the
+    samples labelled x and b = 1 - a:
     sum_xx = a^T K a, sum_yy = b^T K b, sum_xy = a^T K b. Only the smaller sample's indicators
     are multiplied: the larger sample's products are the row sums of K minus those (K b = K 1 -
     K a), and since it holds at least half the samples the subtraction loses at most a factor 2.
@@ -471,9 +506,7 @@ def _statistics_from_matrix(
     matrix = kernel(pooled, pooled)
     diagonal = kernel.paired(pooled, pooled)
     matrix = jnp.where(jnp.eye(size, dtype=bool), diagonal[None, :], matrix)
-    # labels[i, b] = 1 where sample i is labelled x in labelling b
-    labels_x = jnp.zeros((size, orders.shape[0]), pooled.dtype)
-    labels_x = labels_x.at[orders[:, :m].T, jnp.arange(orders.shape[0])[None, :]].set(1.0)
+    labels_x = labels.T.astype(pooled.dtype)  # column b: the indicator a of labelling b
     labels_y = 1.0 - labels_x
     row_sums = jnp.sum(matrix, axis=1, keepdims=True)
     if m <= n:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mmdstyle as ms
+from mmdstyle import two_sample
 from mmdstyle.two_sample import MATRIX_SAMPLES, _smallest_keys, random_labels, select_method
 from tests import reference
 
@@ -428,6 +429,30 @@ def test_random_labels_break_ties_at_the_threshold_at_random(rng):
     # Without ties at the threshold: the m smallest, whatever the second keys.
     distinct = smallest(jnp.asarray([50, 10, 30, 20, 70, 60, 40], jnp.uint32), second[:2])
     np.testing.assert_array_equal(distinct, [[False, True, True, True, False, False, False]] * 2)
+
+
+def test_the_smallest_keys_are_the_same_on_host_and_device(rng):
+    # The host selects by NumPy's partition of 64-bit keys, the device by a sort of three keys:
+    # the same m samples, with ties in the first key (values 0..3 of 12), in both keys (second
+    # 0..1) and none; batched as vmap batches them (either operand), and for every m.
+    first = jnp.asarray(rng.integers(0, 4, size=(50, 12)), jnp.uint32)
+    second = jnp.asarray(rng.integers(0, 2, size=(50, 12)), jnp.uint32)
+    wide = jnp.asarray(rng.integers(0, 2**32, size=(50, 12), dtype=np.uint64), jnp.uint32)
+    for m in (1, 5, 12):
+        for a, b in ((first, second), (first, wide), (wide, second)):
+            host = jax.jit(jax.vmap(lambda f, s, m=m: _smallest_keys(f, s, m)))(a, b)
+            device = jax.vmap(lambda f, s, m=m: two_sample._device_smallest_keys(f, s, m))(a, b)
+            np.testing.assert_array_equal(host, device)
+            assert np.all(np.sum(host, axis=1) == m)
+            # the m smallest (first, second, index) triples, by NumPy's lexicographic sort
+            order = np.lexsort((np.arange(12)[None, :].repeat(50, 0), np.asarray(b), np.asarray(a)), axis=-1)
+            expected = np.zeros((50, 12), bool)
+            np.put_along_axis(expected, order[:, :m], True, axis=-1)
+            np.testing.assert_array_equal(host, expected)
+    shared = jax.jit(jax.vmap(lambda s: _smallest_keys(first[0], s, 5)))(second)  # one batched operand
+    np.testing.assert_array_equal(
+        shared, jax.vmap(lambda s: two_sample._device_smallest_keys(first[0], s, 5))(second)
+    )
 
 
 @pytest.mark.parametrize(
