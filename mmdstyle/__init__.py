@@ -28,7 +28,9 @@ from mmdstyle.kernels import (
 )
 from mmdstyle.losses import bn_style_loss, content_loss, gram_matrix, gram_style_loss, mmd_style_loss
 from mmdstyle.mmd import mmd2, select_route
+from mmdstyle.moments import cmd_loss
 from mmdstyle.two_sample import TwoSampleTestResult, mmd2_test
+from mmdstyle.wasserstein import gaussian_w2_loss, psd_sqrt, sliced_wasserstein_loss
 
 try:
     __version__ = version("mmdstyle")
@@ -47,8 +49,10 @@ __all__ = [
     "TwoSampleTestResult",
     "as_samples",
     "bn_style_loss",
+    "cmd_loss",
     "content_loss",
     "from_function",
+    "gaussian_w2_loss",
     "gram_matrix",
     "gram_style_loss",
     "kernels",
@@ -57,5 +61,7 @@ __all__ = [
     "mmd2",
     "mmd2_test",
     "mmd_style_loss",
+    "psd_sqrt",
     "select_route",
+    "sliced_wasserstein_loss",
 ]

@@ -171,7 +171,7 @@ def check_block_size(block_size: Any) -> None:
         check_integer("block_size", block_size, hint=" or None (automatic)")
 
 
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> Any:
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """``value``, checked to be one of ``choices``."""
     choices = tuple(choices)
     if value not in choices:

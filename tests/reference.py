@@ -8,11 +8,15 @@ energy                          ||a|| + ||b|| - ||a - b||
 sum_of, product_of, scaled      compositions, entry by entry
 kernel_matrix, mmd2             by plain loops over pairs
 gram_style_loss                 Gatys' formula, with feature maps F = samples transposed
+sliced_wasserstein              sorted projections; unequal sizes by np.interp of the quantiles
+gaussian_w2                     means and covariances, square roots by scipy.linalg.sqrtm
+cmd                             channel moments by np.mean, Euclidean norms
 """
 
 from collections.abc import Callable
 
 import numpy as np
+import scipy.linalg
 
 KernelFunction = Callable[[np.ndarray, np.ndarray], float]
 
@@ -93,3 +97,42 @@ def product_of(f: KernelFunction, g: KernelFunction) -> KernelFunction:
 
 def scaled(factor: float, f: KernelFunction) -> KernelFunction:
     return lambda a, b: factor * f(a, b)
+
+
+def sliced_wasserstein(x: np.ndarray, y: np.ndarray, directions: np.ndarray) -> float:
+    """Mean squared difference of the sorted projections; for m != n, the smaller set's quantile
+    function (linear between its levels (j + 1/2)/n, constant outside) at the larger's levels."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < len(y):
+        x, y = y, x
+    total = 0.0
+    for direction in np.asarray(directions, np.float64):
+        large, small = np.sort(x @ direction), np.sort(y @ direction)
+        levels = (np.arange(len(large)) + 0.5) / len(large)
+        quantiles = np.interp(levels, (np.arange(len(small)) + 0.5) / len(small), small)
+        total += np.mean((large - quantiles) ** 2)
+    return total / len(directions)
+
+
+def gaussian_w2(x: np.ndarray, y: np.ndarray, epsilon: float) -> float:
+    """mean_c (mu_x - mu_y)^2 + tr(S_x + S_y - 2 (S_y^1/2 S_x S_y^1/2)^1/2) / d, population covariances."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    d = x.shape[1]
+    s_x = np.cov(x, rowvar=False, bias=True).reshape(d, d) + epsilon * np.eye(d)
+    s_y = np.cov(y, rowvar=False, bias=True).reshape(d, d) + epsilon * np.eye(d)
+    root_y = np.real(scipy.linalg.sqrtm(s_y))
+    cross = np.real(scipy.linalg.sqrtm(root_y @ s_x @ root_y))
+    return float(np.mean((x.mean(0) - y.mean(0)) ** 2) + np.trace(s_x + s_y - 2.0 * cross) / d)
+
+
+def cmd(x: np.ndarray, y: np.ndarray, order: int, squash: bool) -> float:
+    """sum_{k=1..order} |c_k(x) - c_k(y)|_2, c_1 the means, c_k the central moments, after a sigmoid."""
+
+    def moments(samples: np.ndarray) -> list[np.ndarray]:
+        samples = np.asarray(samples, np.float64)
+        if squash:
+            samples = 1.0 / (1.0 + np.exp(-samples))
+        mean = samples.mean(axis=0)
+        return [mean] + [np.mean((samples - mean) ** k, axis=0) for k in range(2, order + 1)]
+
+    return float(sum(np.linalg.norm(a - b) for a, b in zip(moments(x), moments(y), strict=True)))

@@ -21,6 +21,7 @@ from mmdstyle.style.specs import (
     parse_style_spec,
     split_specs,
 )
+from mmdstyle.wasserstein import sliced_directions
 
 
 @pytest.fixture
@@ -71,6 +72,14 @@ def samples(rng):
         ),
         ("mmd:energy@pairwise", lambda x, y: ms.mmd_style_loss(x, y, ms.Energy(), route="pairwise")),
         ("mmd:linear@feature", lambda x, y: ms.mmd_style_loss(x, y, ms.Linear(), route="feature")),
+        ("w2", lambda x, y: ms.gaussian_w2_loss(x, y)),
+        ("w2(epsilon=0.01)", lambda x, y: ms.gaussian_w2_loss(x, y, epsilon=0.01)),
+        ("cmd", lambda x, y: ms.cmd_loss(x, y)),
+        ("cmd(order=3, squash=none)", lambda x, y: ms.cmd_loss(x, y, order=3, squash=None)),
+        (
+            "0.5*gram + 2*cmd(order=2)",
+            lambda x, y: 0.5 * ms.gram_style_loss(x, y) + 2 * ms.cmd_loss(x, y, order=2),
+        ),
     ],
 )
 def test_each_spec_builds_the_loss_it_names(samples, spec, expected):
@@ -130,6 +139,23 @@ def test_a_random_route_term_draws_once_from_its_key(samples, estimator, spec, k
     np.testing.assert_allclose(jax.grad(lambda x: term(x, y))(x), jax.grad(direct)(x), rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.parametrize(("spec", "count"), [("sw", None), ("0.5*bn + sw(directions=12)", 12)])
+def test_a_sliced_wasserstein_term_draws_its_directions_once_from_its_key(samples, spec, count):
+    x, y = samples
+    key = jax.random.key(5)
+    term = parse_style_spec(spec).build(y, key=key)
+    index = len(term.terms) - 1  # term i draws from fold_in(key, i), as the random routes do
+    directions = sliced_directions(5, y.dtype, key=jax.random.fold_in(key, index), num_directions=count)
+    assert directions.shape == (count or 5, 5)  # as many as channels by default
+    expected = ms.sliced_wasserstein_loss(x, y, directions=directions)
+    np.testing.assert_allclose(term.terms[index](x, y), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        term.terms[index](x[:30], y), ms.sliced_wasserstein_loss(x[:30], y, directions=directions), rtol=1e-12
+    )
+    with pytest.raises(SpecError, match="needs a key"):
+        parse_style_spec(spec).build(y)
+
+
 def test_a_random_route_needs_a_key_and_an_all_pairs_estimator(samples):
     _, y = samples
     with pytest.raises(SpecError, match="needs a key"):
@@ -182,6 +208,7 @@ losses = st.one_of(
     st.just("mmd:gaussian(sigma=median)@rff(128)"),
     st.just("mmd:(linear + gaussian)@rff"),
     st.just("mmd:2*energy@sliced(32)"),
+    st.sampled_from(["sw", "sw(directions=64)", "w2", "w2(epsilon=0.5)", "cmd(order=3)", "cmd(squash=none)"]),
 )
 specs = st.lists(st.tuples(st.sampled_from(["", "0.25*", "3*"]), losses), min_size=1, max_size=3).map(
     lambda terms: " + ".join(weight + loss for weight, loss in terms)
@@ -223,6 +250,13 @@ def test_printing_and_parsing_round_trip(text):
         ("mmd:gaussian@sliced", "route='sliced' cannot take gaussian"),
         ("mmd:energy@feature", "route='feature' needs a kernel"),
         ("mmd:laplacian@rff", "infinite variance"),
+        ("sw(direction=3)", r"'direction' is not one of its parameters \(sw takes directions\)"),
+        ("sw(directions=0)", "directions must be a whole number >= 1"),
+        ("cmd(order=2.5)", "order must be a whole number >= 1"),
+        ("cmd(squash=tanh)", "squash must be sigmoid or none"),
+        ("w2(epsilon=-1)", "epsilon must be a number >= 0"),
+        ("cmd(order=2, order=3)", "'order' is given twice"),
+        ("wasserstein", r"unknown loss 'wasserstein' \(use gram, mmd, bn, sw, w2 or cmd\)"),
     ],
 )
 def test_garbage_is_refused_with_a_pointer(text, message):

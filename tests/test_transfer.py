@@ -60,6 +60,7 @@ def config(**changes) -> TransferConfig:
         "0.5*mmd:linear + 0.5*bn",
         "mmd:gaussian(sigma=median*(0.5,1,2))@rff(64)",
         "mmd:energy@sliced(16)",
+        "sw + w2 + cmd",  # one run for the losses beyond MMD: each is tested apart in the core
     ],
 )
 def test_every_loss_decreases_in_synthesis(network, images, loss):

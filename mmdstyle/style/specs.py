@@ -16,12 +16,19 @@
     mmd:energy@sliced(256)                 rff(num_features) or sliced(num_directions); without
                                            '@', the exact default (feature, else pairwise)
     bn                                Li et al.'s mean/std (batch-norm statistics) loss
+    sw                                sliced Wasserstein (Heitz et al.): sorted projections on d
+    sw(directions=256)                random directions (or as many as given), drawn like a route's
+    w2                                W2 between Gaussians fitted to the features (means and
+    w2(epsilon=1e-4)                  covariances, epsilon added to the covariances)
+    cmd                               central moment discrepancy (Kalischek et al.): per channel,
+    cmd(order=5, squash=none)         moments 1..order after a sigmoid (squash=none: without)
     0.5*mmd:linear + 0.5*bn           weighted sums of all of these (Li et al.'s fusion)
 
 The MMD estimator is chosen apart (``build(target, estimator, key)``); with ``"linear"`` the
 samples are paired through one fixed shuffled order, since neighbouring pixels are correlated.
-The random routes draw their frequencies or directions once, from the ``key`` given to ``build``:
-the built term is then a deterministic function of its samples.
+The random routes and the sliced Wasserstein loss draw their frequencies or directions once,
+from the ``key`` given to ``build``: the built term is then a deterministic function of its
+samples.
 
 Parsing gives a :class:`StyleSpec` that prints back as the canonical text (``str(parse(s))``
 parses to the same spec) and builds, for one layer, the style term the transfer engine
@@ -65,6 +72,17 @@ from mmdstyle.mmd import (
     pairwise_target,
     select_route,
 )
+from mmdstyle.moments import DEFAULT_ORDER, cmd_loss_to_target, cmd_target
+from mmdstyle.wasserstein import (
+    DEFAULT_EPSILON,
+    GaussianTarget,
+    SlicedWassersteinTarget,
+    gaussian_w2_target,
+    gaussian_w2_to_target,
+    sliced_directions,
+    sliced_wasserstein_target,
+    sliced_wasserstein_to_target,
+)
 
 StyleTerm = Callable[[Float[Array, "m d"], Float[Array, "n d"]], Float[Array, ""]]
 
@@ -94,6 +112,12 @@ KERNEL_PARAMETERS = {
     "gaussian": ("sigma",),
     "laplacian": ("sigma",),
     "energy": (),
+}
+#: The losses beyond MMD and the parameters each takes in parentheses, with their defaults.
+LOSS_PARAMETERS = {
+    "sw": {"directions": None},
+    "w2": {"epsilon": DEFAULT_EPSILON},
+    "cmd": {"order": DEFAULT_ORDER, "squash": "sigmoid"},
 }
 DATA_BANDWIDTHS = ("median", "mean")
 #: Routes that can follow '@', and the size each takes in parentheses (None: no size).
@@ -291,22 +315,37 @@ def _operand(part: KernelExpression) -> str:
 
 @dataclass(frozen=True)
 class LossAtom:
-    """``gram``, ``bn`` or ``mmd:<kernel>[@route[(size)]]``.
+    """``gram``, ``bn``, ``mmd:<kernel>[@route[(size)]]``, or ``sw``, ``w2``, ``cmd`` with parameters.
 
     ``size`` is the random route's number of features (``rff``) or directions (``sliced``).
+    ``parameters`` are those of ``sw``, ``w2`` and ``cmd`` that differ from their defaults
+    (``LOSS_PARAMETERS``), in its order.
     """
 
     kind: str
     kernel: KernelExpression | None = None
     route: str = "auto"
     size: int | None = None
+    parameters: tuple[tuple[str, int | float | str | None], ...] = ()
 
     def __str__(self) -> str:
+        if self.kind in LOSS_PARAMETERS:
+            inside = ", ".join(f"{key}={_parameter_text(value)}" for key, value in self.parameters)
+            return f"{self.kind}({inside})" if inside else self.kind
         if self.kind != "mmd" or self.kernel is None:
             return self.kind
         route = "" if self.route == "auto" else f"@{self.route}"
         size = "" if self.size is None else f"({self.size})"
         return f"mmd:{_operand(self.kernel)}{route}{size}"
+
+    @property
+    def random(self) -> bool:
+        """Whether the term draws at random when built (a random route, or sliced Wasserstein)."""
+        return self.route in RANDOM_ROUTES or self.kind == "sw"
+
+    def parameter(self, name: str) -> int | float | str | None:
+        """The value of a parameter of ``sw``, ``w2`` or ``cmd``, its default if not given."""
+        return dict(self.parameters).get(name, LOSS_PARAMETERS[self.kind][name])
 
 
 @dataclass(frozen=True)
@@ -323,7 +362,7 @@ class StyleSpec:
     @property
     def random(self) -> bool:
         """Whether a term takes a random route (and so building needs a key)."""
-        return any(atom.route in RANDOM_ROUTES for _, atom in self.terms)
+        return any(atom.random for _, atom in self.terms)
 
     def check_estimator(self, estimator: str) -> None:
         """The estimator is known and every mmd term's route exists with it (checked without data).
@@ -377,6 +416,19 @@ class StyleSpec:
                 term = GramTerm(gram_target(target))
             elif atom.kind == "bn":
                 term = BNTerm(bn_target(target))
+            elif atom.kind == "sw":
+                directions = sliced_directions(
+                    target.shape[1],
+                    target.dtype,
+                    key=jax.random.fold_in(key, index),
+                    num_directions=atom.parameter("directions"),
+                )
+                term = SlicedWassersteinTerm(sliced_wasserstein_target(target, directions))
+            elif atom.kind == "w2":
+                term = GaussianW2Term(gaussian_w2_target(target, epsilon=atom.parameter("epsilon")))
+            elif atom.kind == "cmd":
+                squash = atom.parameter("squash")
+                term = CMDTerm(cmd_target(target, order=atom.parameter("order"), squash=squash), squash)
             else:
                 kernel = (atom.kernel or KernelAtom("poly2")).build(target)
                 term_key = jax.random.fold_in(key, index) if atom.route in RANDOM_ROUTES else None
@@ -433,6 +485,51 @@ class BNTerm:
     def __call__(self, x: Array, y: Array) -> Array:
         """:func:`mmdstyle.bn_style_loss` of x against the y the term was built from (its ``target``)."""
         return bn_loss_to_target(x, self.target)
+
+
+@pytree_dataclass
+@dataclass(frozen=True)
+class SlicedWassersteinTerm:
+    """Heitz et al.'s sliced Wasserstein loss (:func:`mmdstyle.sliced_wasserstein_loss`).
+
+    The directions, drawn when the term is built, and the style's sorted projections on them are
+    its ``target`` (:func:`mmdstyle.wasserstein.sliced_wasserstein_target`).
+    """
+
+    target: SlicedWassersteinTarget
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        """The loss of x against the y the term was built from (its ``target``)."""
+        return sliced_wasserstein_to_target(x, self.target)
+
+
+@pytree_dataclass
+@dataclass(frozen=True)
+class GaussianW2Term:
+    """The W2 distance of Gaussians fitted to the features (:func:`mmdstyle.gaussian_w2_loss`).
+
+    The style's means, covariance trace and covariance square root are its ``target``, computed
+    once (:func:`mmdstyle.wasserstein.gaussian_w2_target`).
+    """
+
+    target: GaussianTarget
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        """The loss of x against the y the term was built from (its ``target``)."""
+        return gaussian_w2_to_target(x, self.target)
+
+
+@pytree_dataclass
+@dataclass(frozen=True)
+class CMDTerm:
+    """The central moment discrepancy (:func:`mmdstyle.cmd_loss`); the style's moments are its ``target``."""
+
+    target: Float[Array, "K d"]
+    squash: str | None = field(metadata={"static": True})
+
+    def __call__(self, x: Array, y: Array) -> Array:
+        """The loss of x against the y the term was built from (its ``target``)."""
+        return cmd_loss_to_target(x, self.target, squash=self.squash)
 
 
 @pytree_dataclass
@@ -500,6 +597,13 @@ class WeightedTerms:
             value = value if weight == 1.0 else weight * value
             total = value if total is None else total + value
         return total
+
+
+def _parameter_text(value: int | float | str | None) -> str:
+    """A parameter of ``sw``, ``w2`` or ``cmd`` as a spec writes it (``None``: ``none``)."""
+    if value is None or isinstance(value, str):
+        return str(value).lower()
+    return _number(float(value))
 
 
 def _number(value: float | str | Bandwidths) -> str:
@@ -609,18 +713,54 @@ class _Parser:
         return weight, self.loss()
 
     # loss := 'gram' | 'bn' | 'mmd' [':' kernel_product] ['@' route ['(' integer ')']]
+    #         | ('sw' | 'w2' | 'cmd') ['(' name '=' value (',' name '=' value)* ')']
     def loss(self) -> LossAtom:
         position = self.position()
         name = self.take(kind="name").lower()
         if name in ("gram", "bn"):
             return LossAtom(name)
+        if name in LOSS_PARAMETERS:
+            return LossAtom(name, parameters=self.loss_parameters(name))
         if name != "mmd":
-            self.fail(position, f"unknown loss {name!r} (use gram, mmd or bn)")
+            self.fail(position, f"unknown loss {name!r} (use gram, mmd, bn, sw, w2 or cmd)")
         kernel = self.kernel_product() if self.accept(":") else KernelAtom("poly2")  # a '+' ends the term
         if not self.accept("@"):
             return LossAtom("mmd", kernel)
         route, size = self.route(kernel, loss=True)
         return LossAtom("mmd", kernel, route, size)
+
+    # parameters of sw, w2 and cmd: those given that differ from the defaults, in LOSS_PARAMETERS' order
+    def loss_parameters(self, name: str) -> tuple[tuple[str, int | float | str | None], ...]:
+        defaults = LOSS_PARAMETERS[name]
+        given: dict[str, int | float | str | None] = {}
+        if self.accept("("):
+            while True:
+                key_position = self.position()
+                key = self.take(kind="name").lower()
+                if key not in defaults or key in given:
+                    problem = "is given twice" if key in given else "is not one of its parameters"
+                    self.fail(key_position, f"{key!r} {problem} ({name} takes {', '.join(defaults)})")
+                self.take("=")
+                value_position = self.position()
+                if key == "squash":
+                    value = self.take(kind="name").lower()
+                    if value not in ("sigmoid", "none"):
+                        self.fail(value_position, "squash must be sigmoid or none")
+                    given[key] = None if value == "none" else value
+                else:
+                    number = self.number()
+                    if key == "epsilon":
+                        if not (math.isfinite(number) and number >= 0):
+                            self.fail(value_position, "epsilon must be a number >= 0")
+                        given[key] = number
+                    else:
+                        if not (number.is_integer() and number >= 1):
+                            self.fail(value_position, f"{key} must be a whole number >= 1")
+                        given[key] = int(number)
+                if not self.accept(","):
+                    break
+            self.take(")")
+        return tuple((key, given[key]) for key in defaults if key in given and given[key] != defaults[key])
 
     # route := name ['(' integer ')'], after '@'
     def route(self, kernel: KernelExpression, *, loss: bool = False) -> tuple[str, int | None]:
