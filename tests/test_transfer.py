@@ -392,9 +392,10 @@ def test_a_large_layer_on_the_exact_pairwise_route_gets_advice(network, images):
     assert advice("gram", 136) is None
 
 
-def test_random_routes_redraw_every_n_steps(network, images):
+@pytest.mark.parametrize("loss", ["mmd:gaussian(sigma=median)@rff(64)", "sw"])
+def test_random_routes_redraw_every_n_steps(network, images, loss):
     _, style = images
-    settings = config(loss="mmd:gaussian(sigma=median)@rff(64)", steps=4, chunk=2, style_weight=1e4)
+    settings = config(loss=loss, steps=4, chunk=2, style_weight=1e4)
     fixed = synthesize([style], settings, extractor=network, progress=False)
     redrawn = synthesize(
         [style], dataclasses.replace(settings, redraw_every=2), extractor=network, progress=False
@@ -402,7 +403,7 @@ def test_random_routes_redraw_every_n_steps(network, images):
     losses = [[record["loss"] for record in result.history] for result in (fixed, redrawn)]
     assert [record["step"] for record in redrawn.history] == [0, 1, 2, 3]
     assert losses[0][:2] == losses[1][:2]  # the first draw is the same
-    assert losses[0][2] != losses[1][2]  # then new frequencies: another objective at the same image
+    assert losses[0][2] != losses[1][2]  # then new frequencies (directions): another objective
     with pytest.raises(ValueError, match="redraws the frequencies"):
         synthesize([style], config(redraw_every=2), extractor=network, progress=False)
 

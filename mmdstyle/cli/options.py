@@ -157,7 +157,7 @@ def add_loss_options(parser: argparse.ArgumentParser, *, synthesis: bool, one_lo
         type=int,
         default=0,
         metavar="N",
-        help="new draws for @rff/@sliced terms every N steps (default 0: one draw per stage)",
+        help="new draws for @rff/@sliced and sw terms every N steps (default 0: one draw per stage)",
     )
     loss.add_argument("--tv-weight", type=float, default=0.0, help="total variation weight (default 0)")
     if not synthesis:

@@ -69,10 +69,10 @@ class TransferConfig:
             ``"adam"``.
         learning_rate: Adam's step size in pixel units (L-BFGS needs none).
         init: ``"content"``, ``"noise"`` (uniform in [0, 1], seeded) or an image array.
-        seed: seeds the noise initialisation and the random routes' draws (fixed per stage);
-            runs with the same seed are identical.
-        redraw_every: for losses on a random route (``@rff``, ``@sliced``): new frequencies or
-            directions every this many steps (0: one draw per stage). Each draw is a new
+        seed: seeds the noise initialisation and the draws of random routes and of ``sw``'s
+            directions (fixed per stage); runs with the same seed are identical.
+        redraw_every: for losses on a random route (``@rff``, ``@sliced``) or ``sw``: new
+            frequencies or directions every this many steps (0: one draw per stage). Each draw is a new
             objective, so the optimiser starts afresh (L-BFGS's memory, Adam's moments).
         original_colors: keep the content's colours, transfer luminance only.
         chunk: steps between progress updates, history read-backs and ``on_chunk`` calls.
@@ -176,9 +176,9 @@ def check_config(config: TransferConfig, extractor: Any, styles: int, *, synthes
         parsed.check_estimator(config.estimator)
     if config.redraw_every and not random_routes:
         raise ValueError(
-            f"redraw_every={config.redraw_every} redraws the frequencies or directions of random routes, "
-            f"and the loss {config.loss!r} takes none: add '@rff(1024)' or '@sliced(256)' to an mmd term, "
-            "or use 0."
+            f"redraw_every={config.redraw_every} redraws the frequencies or directions of random routes "
+            f"and of sw, and the loss {config.loss!r} draws none: add '@rff(1024)' or '@sliced(256)' to "
+            "an mmd term, use sw, or use 0."
         )
     if not synthesis:
         resolve_layers(extractor, config.content_layers, role="content")
