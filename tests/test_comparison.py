@@ -7,16 +7,19 @@ import json
 import os
 import signal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mmdstyle as ms
 from mmdstyle import cli
-from mmdstyle.analysis.comparison import Comparison, compare_losses, style_discrepancies
+from mmdstyle.analysis.comparison import Comparison, compare_losses, measure_title, style_discrepancies
 from mmdstyle.features import cast_extractor, random_vgg19
 from mmdstyle.style.objective import Objective, TransferConfig
 from mmdstyle.style.samples import load_sample
 from mmdstyle.style.specs import SpecError
+from mmdstyle.wasserstein import sliced_directions
 from tests.figures import assert_nontrivial_png
 from tests.helpers import TINY_VGG_WIDTHS
 
@@ -49,6 +52,32 @@ def test_the_matrix_is_what_each_kernel_measures(network, rng):
         gram_gap = x.T @ x / len(x) - s.T @ s / len(s)
         np.testing.assert_allclose(values[0, 1, j], np.sum(gram_gap**2), rtol=1e-10)
     np.testing.assert_allclose(values[1], 0.0, atol=1e-12)  # the style against itself
+
+
+def test_the_losses_beyond_mmd_measure_as_themselves(network, rng):
+    # sw, w2, cmd as measures: the loss of each image's features against the style's, in float64;
+    # sw's directions drawn once from fold_in(key(seed), index of the measure) as a random route's,
+    # folded once more with the term's index (0) as a spec's build does
+    wide = cast_extractor(network, jnp.float64)
+    image, style = rng.uniform(size=(16, 24, 3)), rng.uniform(size=(32, 32, 3))
+    measures = ("linear", "sw", "w2(epsilon=0.01)", "cmd(order=3)")
+    values = style_discrepancies(
+        [image, style], style, extractor=wide, kernels=measures, layers=LAYERS, seed=4
+    )
+    for j, layer in enumerate(LAYERS):
+        x, s = (np.asarray(wide(jnp.asarray(picture), (layer,))[layer]) for picture in (image, style))
+        x, s = x.reshape(-1, x.shape[-1]), s.reshape(-1, s.shape[-1])
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(4), 1), 0)
+        directions = sliced_directions(x.shape[1], jnp.float64, key=key)
+        expected = [
+            ms.sliced_wasserstein_loss(x, s, directions=directions),
+            ms.gaussian_w2_loss(x, s, epsilon=0.01),
+            ms.cmd_loss(x, s, order=3),
+        ]
+        np.testing.assert_allclose(values[0, 1:, j], expected, rtol=1e-10)
+    np.testing.assert_allclose(values[1], 0.0, atol=1e-9)  # the style against itself (w2: rounding)
+    assert measure_title("sw") == "loss sw"
+    assert measure_title("gaussian(sigma=median)") == "kernel gaussian(sigma=median)"
 
 
 def test_a_data_driven_bandwidth_is_fixed_by_the_style(network, rng):

@@ -17,7 +17,9 @@ from mmdstyle.style.specs import (
     KERNEL_FORMS,
     LOSS_FORMS,
     SpecError,
+    StyleSpec,
     parse_kernel_spec,
+    parse_measure_spec,
     parse_style_spec,
     split_specs,
 )
@@ -334,6 +336,17 @@ def test_every_form_the_help_lists_is_a_spec(forms, parse):
     assert len(listed) >= 9
     for spec in listed:
         parse(spec)
+
+
+def test_a_measure_is_a_kernel_or_one_loss_beyond_mmd():
+    assert str(parse_measure_spec("gaussian(sigma=median)@rff(64)")) == "gaussian(sigma=median)@rff(64)"
+    measure = parse_measure_spec("sw(directions=8)")
+    assert isinstance(measure, StyleSpec)
+    assert str(measure) == "sw(directions=8)"
+    with pytest.raises(SpecError, match="a measure is one loss, not a sum"):
+        parse_measure_spec("sw + w2")
+    with pytest.raises(SpecError, match="unknown kernel 'bn'"):  # only the losses that are not MMDs
+        parse_measure_spec("bn")
 
 
 def test_lists_of_specs_split_at_commas_outside_parentheses():

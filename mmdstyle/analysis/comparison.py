@@ -35,7 +35,7 @@ from mmdstyle.style.engine import (
     with_default_init,
 )
 from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
-from mmdstyle.style.specs import mmd2_options, parse_kernel_spec, parse_style_spec
+from mmdstyle.style.specs import StyleSpec, mmd2_options, parse_measure_spec, parse_style_spec
 
 __all__ = [
     "DEFAULT_KERNELS",
@@ -143,15 +143,21 @@ class Comparison:
             )
         lines += [
             "",
-            f"{self.estimator} MMD^2 of each image against the style, relative to the starting image's "
-            "(1: no closer, 0: matched):",
+            f"{self.estimator} MMD^2 of each image against the style (or the loss named), relative to the "
+            "starting image's (1: no closer, 0: matched):",
         ]
         relative = self.relative
         for k, kernel in enumerate(self.kernels):
-            lines += ["", f"kernel {kernel}", " " * width + "".join(f"{layer:>10}" for layer in self.layers)]
+            header = [measure_title(kernel), " " * width + "".join(f"{layer:>10}" for layer in self.layers)]
+            lines += ["", *header]
             for r, row in enumerate(self.rows):
                 lines.append(f"{row:<{width}}" + "".join(f"{value:>10.3g}" for value in relative[r, k]))
         return "\n".join(lines)
+
+
+def measure_title(name: str) -> str:
+    """``kernel <spec>`` for a kernel's MMD^2, ``loss <spec>`` for a loss beyond MMD measured as itself."""
+    return f"loss {name}" if isinstance(parse_measure_spec(name), StyleSpec) else f"kernel {name}"
 
 
 def discrepancy_measure(
@@ -167,13 +173,16 @@ def discrepancy_measure(
     """A function ``image -> (kernels, layers)`` array: MMD^2 of the image's features against ``style``'s.
 
     Each kernel spec is built here, once per layer, from the style's features (``sigma=median`` is
-    the median heuristic over them), so every image is measured with the same kernel. Images and
+    the median heuristic over them), so every image is measured with the same kernel. A spec may
+    instead name a loss beyond MMD, ``sw``, ``w2`` or ``cmd`` (with parameters,
+    :func:`~mmdstyle.style.specs.parse_measure_spec`): that loss itself is the measure, built
+    against the style once (``sw``'s directions drawn once from ``seed``). Images and
     style are used at the sizes given; beyond ``max_samples`` rows, a layer's samples are a random
     subset (seeded; the feature-route kernels, linear and poly2, would not need it). A kernel spec
     may name its route, ``gaussian(sigma=median)@rff(1024)``: a random route draws once per kernel
     from ``seed``, so every image is measured with the same frequencies or directions.
     """
-    expressions = [parse_kernel_spec(kernel) for kernel in kernels]
+    expressions = [parse_measure_spec(kernel) for kernel in kernels]
     layers = resolve_layers(extractor, layers)
     check_choice("estimator", estimator, ESTIMATORS)
     check_max_samples(max_samples)
@@ -182,15 +191,23 @@ def discrepancy_measure(
         layer: jnp.asarray(subsample(samples, max_samples, rng))
         for layer, samples in extract_samples(extractor, style, layers).items()
     }
-    built = {layer: [e.build(style_samples[layer]) for e in expressions] for layer in layers}
     draws = jax.random.key(seed)
-    routes = [mmd2_options(e, jax.random.fold_in(draws, k)) for k, e in enumerate(expressions)]
+    keys = [jax.random.fold_in(draws, k) for k in range(len(expressions))]
+    losses = {k for k, e in enumerate(expressions) if isinstance(e, StyleSpec)}  # measured as themselves
+    built = {
+        layer: [
+            e.build(style_samples[layer], key=keys[k]) if k in losses else e.build(style_samples[layer])
+            for k, e in enumerate(expressions)
+        ]
+        for layer in layers
+    }
+    routes = [{} if k in losses else mmd2_options(e, keys[k]) for k, e in enumerate(expressions)]
     # the style's own kernel sums of the pairwise route, a constant of every measurement: once
     targets = {
         (layer, k): pairwise_target(style_samples[layer], kernel, estimator)
         for layer in layers
         for k, kernel in enumerate(built[layer])
-        if select_route(kernel, estimator, routes[k].get("route", "auto")) == "pairwise"
+        if k not in losses and select_route(kernel, estimator, routes[k].get("route", "auto")) == "pairwise"
     }
 
     def measure(image: np.ndarray) -> np.ndarray:
@@ -200,7 +217,9 @@ def discrepancy_measure(
             x = jnp.asarray(subsample(samples[layer], max_samples, rng))
             check_estimator(estimator, x.shape[0], style_samples[layer].shape[0])
             for k, kernel in enumerate(built[layer]):
-                if (layer, k) in targets:
+                if k in losses:  # the built term: the loss against the style, its side computed once
+                    value = kernel(x, style_samples[layer])
+                elif (layer, k) in targets:
                     value = pairwise_mmd2_to_target(x, targets[layer, k])
                 else:
                     value = mmd2(x, style_samples[layer], kernel, estimator, **routes[k])
@@ -228,7 +247,7 @@ def check_specs(losses: Sequence[str], kernels: Sequence[str]) -> None:
     for loss in losses:
         parse_style_spec(loss)
     for kernel in kernels:
-        parse_kernel_spec(kernel)
+        parse_measure_spec(kernel)
 
 
 def check_comparison(
@@ -278,7 +297,8 @@ def compare_losses(
             unchanged: same seed, steps, weights and sizes.
         config: the shared settings (default :class:`TransferConfig`); its ``loss`` is ignored.
         extractor: default: the default extractor.
-        kernels: kernel specs the results are measured with.
+        kernels: kernel specs the results are measured with (MMD^2 under each), or ``sw``, ``w2``,
+            ``cmd``: those losses themselves (see :func:`discrepancy_measure`).
         layers: layers measured (default: the run's style layers).
         estimator: of the measuring MMD^2 (default biased, >= 0).
         max_samples: rows per image and layer in the measurement (``None``: all).
@@ -353,7 +373,7 @@ def compare_losses(
     discrepancies = np.stack([start_discrepancy, *(measure(run.image) for run in runs)])
     return Comparison(
         runs=tuple(runs),
-        kernels=tuple(str(parse_kernel_spec(kernel)) for kernel in kernels),
+        kernels=tuple(str(parse_measure_spec(kernel)) for kernel in kernels),
         layers=layers,
         discrepancies=discrepancies,
         estimator=estimator,

@@ -435,12 +435,16 @@ def plot_image_grid(
 def plot_comparison(comparison: Comparison) -> Figure:
     """A :class:`Comparison` as a figure: the images, and each kernel's relative discrepancies.
 
-    Top: content, style and each loss's result with its time. Bottom: one heat map per kernel of
-    MMD^2(image, style) / MMD^2(start, style) per row and layer (log colours: dark is matched; grey:
-    a ratio <= 0, which an unbiased or linear-time measurement can give).
+    Top: content, style and each loss's result with its time. Bottom: one heat map per kernel (or
+    loss measured as itself) of MMD^2(image, style) / MMD^2(start, style) per row and layer (log
+    colours: dark is matched; grey: a ratio <= 0, which an unbiased or linear-time measurement can
+    give).
     """
     import matplotlib
     from matplotlib.colors import LogNorm
+
+    # here, as Comparison above is imported for type checking only: other figures load no engine
+    from mmdstyle.analysis.comparison import measure_title
 
     runs = comparison.runs
     pictures = ([comparison.content] if comparison.content is not None else []) + [comparison.style]
@@ -481,10 +485,12 @@ def plot_comparison(comparison: Comparison) -> Figure:
         axis.set_xticks(range(len(comparison.layers)), comparison.layers, rotation=30)
         axis.set_yticks(range(len(comparison.rows)), comparison.rows)
         axis.grid(False)
-        axis.set_title(f"kernel {kernel}", fontsize=9)
-    bottom.colorbar(image, ax=list(axes), shrink=0.9, label="MMD^2 / MMD^2 of the start")
+        axis.set_title(measure_title(kernel), fontsize=9)
+    losses = any(measure_title(kernel).startswith("loss") for kernel in comparison.kernels)
+    measured = f"{comparison.estimator} MMD^2" + (" (or the loss named)" if losses else "")
+    bottom.colorbar(image, ax=list(axes), shrink=0.9, label="value / value at the start")
     bottom.suptitle(
-        f"what each loss matches: {comparison.estimator} MMD^2 of each result against the style, "
+        f"what each loss matches: {measured} of each result against the style, "
         "relative to the starting image's (1: no closer, 0: matched)",
         fontsize=9,
     )

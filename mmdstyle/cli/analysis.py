@@ -208,7 +208,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_specs,
         default=DEFAULT_KERNELS,
         metavar="SPEC,SPEC",
-        help=f"kernels the results are measured with (default: {', '.join(DEFAULT_KERNELS)})",
+        help="kernels the results are measured with (MMD^2 under each), or sw, w2, cmd: those losses "
+        f"themselves (default: {', '.join(DEFAULT_KERNELS)})",
     )
     measure.add_argument(
         "--measure-estimator",

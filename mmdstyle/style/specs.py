@@ -937,6 +937,22 @@ def parse_kernel_spec(text: str) -> KernelExpression | RoutedKernel:
     return _Parser(text, "kernel spec").kernel_spec()
 
 
+def parse_measure_spec(text: str) -> KernelExpression | RoutedKernel | StyleSpec:
+    """What a comparison measures its results with: a kernel spec, or ``sw``, ``w2`` or ``cmd``.
+
+    A kernel spec (:func:`parse_kernel_spec`) measures MMD^2 under that kernel; a loss beyond MMD,
+    with its parameters (``sw(directions=64)``), measures that loss itself, a :class:`StyleSpec`
+    of one term.
+    """
+    name = re.match(r"\s*([A-Za-z_]\w*)", text) if isinstance(text, str) else None
+    if name is None or name.group(1).lower() not in LOSS_PARAMETERS:
+        return parse_kernel_spec(text)
+    spec = parse_style_spec(text)
+    if len(spec.terms) != 1 or spec.terms[0][0] != 1.0:
+        raise SpecError(f"a measure is one loss, not a sum: got {text!r}; list them apart, e.g. sw,w2.")
+    return spec
+
+
 def split_specs(text: str) -> tuple[str, ...]:
     """Split a comma-separated list of specs at the commas outside parentheses.
 
