@@ -72,8 +72,9 @@ DEFAULT_EPSILON = 1e-4
 #: The ways :func:`psd_sqrt` computes a square root.
 SQRT_METHODS = ("auto", "eigh", "newton_schulz")
 #: Newton-Schulz iterations: each multiplies the smallest normalised eigenvalue's root by about
-#: 1.5 until it converges quadratically, so 20 reach float32 rounding for condition numbers up
-#: to about 1e6.
+#: 1.5 until it converges quadratically. With 20, measured on 32 x 32 matrices against SciPy's
+#: sqrtm, the float32 root's largest error relative to its largest entry is 7e-7 at condition
+#: number 1e2 and 8e-6 at 1e6 (float64: 3e-15 and 2e-7); at 1e8 it is 1e-4 (30 steps: 4e-5).
 NEWTON_SCHULZ_ITERATIONS = 20
 
 
@@ -362,7 +363,7 @@ def psd_sqrt(
       ``sqrt(w_i) + sqrt(w_j)``; it stays finite for repeated eigenvalues, where
       differentiating ``eigh`` itself divides by ``w_i - w_j`` = 0.
     - ``"newton_schulz"``: the coupled Newton-Schulz iteration (Higham, "Functions of
-      Matrices", 2008, eq. 6.35) on ``A / |A|_F``: matrix products only, fast on accelerators
+      Matrices", 2008, chapter 6) on ``A / |A|_F``: matrix products only, fast on accelerators
       in float32; ``iterations`` steps (default 20); differentiated through the iterations. For
       a positive definite A it converges to R, and its gradient to R's.
     - ``"auto"``: ``"eigh"`` on the CPU and in float64, ``"newton_schulz"`` for float32 on
