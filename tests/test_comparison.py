@@ -14,7 +14,14 @@ import pytest
 
 import mmdstyle as ms
 from mmdstyle import cli
-from mmdstyle.analysis.comparison import Comparison, compare_losses, measure_title, style_discrepancies
+from mmdstyle.analysis.comparison import (
+    DEFAULT_KERNELS,
+    Comparison,
+    compare_losses,
+    default_measures,
+    measure_title,
+    style_discrepancies,
+)
 from mmdstyle.features import cast_extractor, random_vgg19
 from mmdstyle.style.objective import Objective, TransferConfig
 from mmdstyle.style.samples import load_sample
@@ -78,6 +85,16 @@ def test_the_losses_beyond_mmd_measure_as_themselves(network, rng):
     np.testing.assert_allclose(values[1], 0.0, atol=1e-9)  # the style against itself (w2: rounding)
     assert measure_title("sw") == "loss sw"
     assert measure_title("gaussian(sigma=median)") == "kernel gaussian(sigma=median)"
+
+
+def test_the_losses_beyond_mmd_that_are_compared_are_measured_by_default(network, images):
+    assert default_measures(["gram", "bn"]) == DEFAULT_KERNELS
+    losses = ["gram", "0.5*bn + 0.5*sw(directions=4)", "w2", "cmd(order=3) + sw(directions=4)"]
+    assert default_measures(losses) == (*DEFAULT_KERNELS, "sw(directions=4)", "w2", "cmd(order=3)")
+    config = TransferConfig(size=16, steps=1, optimizer="adam", style_layers=("relu1_1",))
+    comparison = compare_losses(None, images[1], losses[:2], config, extractor=network)
+    assert comparison.kernels == (*DEFAULT_KERNELS, "sw(directions=4)")
+    assert "loss sw(directions=4)" in comparison.format_table()
 
 
 def test_a_data_driven_bandwidth_is_fixed_by_the_style(network, rng):

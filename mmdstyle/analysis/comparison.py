@@ -35,13 +35,20 @@ from mmdstyle.style.engine import (
     with_default_init,
 )
 from mmdstyle.style.objective import TransferConfig, check_config, with_default_weights
-from mmdstyle.style.specs import StyleSpec, mmd2_options, parse_measure_spec, parse_style_spec
+from mmdstyle.style.specs import (
+    LOSS_PARAMETERS,
+    StyleSpec,
+    mmd2_options,
+    parse_measure_spec,
+    parse_style_spec,
+)
 
 __all__ = [
     "DEFAULT_KERNELS",
     "Comparison",
     "LossRun",
     "compare_losses",
+    "default_measures",
     "discrepancy_measure",
     "style_discrepancies",
 ]
@@ -153,6 +160,17 @@ class Comparison:
             for r, row in enumerate(self.rows):
                 lines.append(f"{row:<{width}}" + "".join(f"{value:>10.3g}" for value in relative[r, k]))
         return "\n".join(lines)
+
+
+def default_measures(losses: Sequence[str]) -> tuple[str, ...]:
+    """``DEFAULT_KERNELS``, then each loss beyond MMD (``sw``, ``w2``, ``cmd``) that a loss spec uses.
+
+    A comparison of ``gram`` and ``0.5*bn + 0.5*sw(directions=64)`` is measured under the three
+    kernels and under ``sw(directions=64)`` itself.
+    """
+    atoms = [atom for loss in losses for _, atom in parse_style_spec(loss).terms]
+    beyond = [str(atom) for atom in atoms if atom.kind in LOSS_PARAMETERS]
+    return DEFAULT_KERNELS + tuple(dict.fromkeys(beyond))
 
 
 def measure_title(name: str) -> str:
@@ -279,7 +297,7 @@ def compare_losses(
     config: TransferConfig | None = None,
     *,
     extractor: Any = None,
-    kernels: Sequence[str] = DEFAULT_KERNELS,
+    kernels: Sequence[str] | None = None,
     layers: Sequence[str] | None = None,
     estimator: str = "biased",
     max_samples: int | None = DISCREPANCY_SAMPLES,
@@ -298,7 +316,8 @@ def compare_losses(
         config: the shared settings (default :class:`TransferConfig`); its ``loss`` is ignored.
         extractor: default: the default extractor.
         kernels: kernel specs the results are measured with (MMD^2 under each), or ``sw``, ``w2``,
-            ``cmd``: those losses themselves (see :func:`discrepancy_measure`).
+            ``cmd``: those losses themselves (see :func:`discrepancy_measure`). Default:
+            :func:`default_measures` of ``losses``.
         layers: layers measured (default: the run's style layers).
         estimator: of the measuring MMD^2 (default biased, >= 0).
         max_samples: rows per image and layer in the measurement (``None``: all).
@@ -318,6 +337,7 @@ def compare_losses(
     """
     config = with_default_init(TransferConfig() if config is None else config, content)
     losses = tuple(losses)
+    kernels = default_measures(losses) if kernels is None else kernels
     extractor = extractor_or_default(extractor)
     checked = {"extractor": extractor, "kernels": kernels, "layers": layers}
     layers = check_comparison(content, style, losses, config, **checked)

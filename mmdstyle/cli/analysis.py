@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from mmdstyle._checks import ALL_PAIRS_ESTIMATORS, ESTIMATORS
-from mmdstyle.analysis.comparison import DEFAULT_KERNELS, check_comparison, check_specs, compare_losses
+from mmdstyle.analysis.comparison import (
+    DEFAULT_KERNELS,
+    check_comparison,
+    check_specs,
+    compare_losses,
+    default_measures,
+)
 from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
 from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_test_options
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
@@ -206,10 +212,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     measure.add_argument(
         "--kernels",
         type=parse_specs,
-        default=DEFAULT_KERNELS,
+        default=None,
         metavar="SPEC,SPEC",
         help="kernels the results are measured with (MMD^2 under each), or sw, w2, cmd: those losses "
-        f"themselves (default: {', '.join(DEFAULT_KERNELS)})",
+        f"themselves (default: {', '.join(DEFAULT_KERNELS)}, and each of sw, w2, cmd that --losses uses)",
     )
     measure.add_argument(
         "--measure-estimator",
@@ -262,10 +268,11 @@ def run_compare(arguments: argparse.Namespace) -> int:
     else:
         (content, style), names = _load_pair(arguments.images, DEFAULT_PAIR, "compare")
     config = config_from(arguments, synthesis=synthesis)
-    check_specs(arguments.losses, arguments.kernels)  # before the network is resolved (and announced)
+    kernels = default_measures(arguments.losses) if arguments.kernels is None else arguments.kernels
+    check_specs(arguments.losses, kernels)  # before the network is resolved (and announced)
     extractor = extractor_from(arguments)
     if arguments.check:
-        options = {"extractor": extractor, "kernels": arguments.kernels, "layers": arguments.style_layers}
+        options = {"extractor": extractor, "kernels": kernels, "layers": arguments.style_layers}
         config = with_default_init(config, content)
         check_comparison(content, style, arguments.losses, config, **options)
         ready = f"{len(arguments.losses)} losses, {config.steps} steps at {config.size} px"
@@ -288,7 +295,7 @@ def run_compare(arguments: argparse.Namespace) -> int:
             arguments.losses,
             config,
             extractor=extractor,
-            kernels=arguments.kernels,
+            kernels=kernels,
             layers=arguments.style_layers,
             estimator=arguments.measure_estimator,
             max_samples=arguments.max_samples,
