@@ -79,6 +79,7 @@ __all__ = [
     "random_directions",
     "sliced_mmd2",
     "sliced_mmd2_to_target",
+    "sorted_projections",
 ]
 
 
@@ -298,8 +299,17 @@ def _directions_and_projections(
     """:func:`direction_target`'s arrays, one compiled program (not one per operation)."""
     directions = random_directions(key, num_directions, y.shape[1], y.dtype)
     centre = jnp.mean(y, axis=0, keepdims=True)
-    projections = jnp.sort(jnp.matmul(directions, (y - centre).T, precision=HIGHEST), axis=-1)
-    return directions, centre, projections
+    return directions, centre, sorted_projections(y - centre, directions)
+
+
+def sorted_projections(samples: Float[Array, "n d"], directions: Float[Array, "L d"]) -> Float[Array, "L n"]:
+    """``samples`` projected on each direction, each row sorted, (L, n).
+
+    The order comes from :func:`argsort` (NumPy's sort on the CPU); the gradient flows through
+    the sorted values to the samples and the directions.
+    """
+    projections = jnp.matmul(directions, samples.T, precision=HIGHEST)
+    return jnp.take_along_axis(projections, argsort(projections), axis=-1)
 
 
 def sliced_mmd2_to_target(

@@ -48,7 +48,7 @@ from mmdstyle._checks import (
 )
 from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST
-from mmdstyle.sliced import argsort, random_directions
+from mmdstyle.sliced import random_directions, sorted_projections
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -162,7 +162,7 @@ def sliced_wasserstein_loss(
     ``mean over directions l and positions i of (sort(x theta_l)_i - sort(y theta_l)_i)^2``; for
     m != n the smaller set's quantile function, interpolated linearly, at the larger set's levels
     (module docstring; docs/math.md, "Sliced Wasserstein"). On the CPU the sorts' orders come from
-    NumPy (:func:`mmdstyle.sliced.argsort`); the gradient flows through the sorted values.
+    NumPy (:func:`mmdstyle.sliced.sorted_projections`); the gradient flows through the sorted values.
 
     Args:
       x: generated image features, (m, d) samples or an (h, w, d) map.
@@ -224,18 +224,13 @@ def _sliced_wasserstein_loss(
 @jax.jit
 def _sliced_target(y: Float[Array, "n d"], directions: Float[Array, "L d"]) -> SlicedWassersteinTarget:
     centre = jnp.mean(y, axis=0)
-    return SlicedWassersteinTarget(directions, centre, _sorted_projections(y - centre[None, :], directions))
+    return SlicedWassersteinTarget(directions, centre, sorted_projections(y - centre[None, :], directions))
 
 
 @jax.jit
 def _sliced_to_target(x: Float[Array, "m d"], target: SlicedWassersteinTarget) -> Float[Array, ""]:
-    projected = _sorted_projections(x - target.centre[None, :], target.directions)
+    projected = sorted_projections(x - target.centre[None, :], target.directions)
     return _quantile_distance(projected, target.sorted_projections)
-
-
-def _sorted_projections(samples: Float[Array, "m d"], directions: Float[Array, "L d"]) -> Float[Array, "L m"]:
-    projections = jnp.matmul(directions, samples.T, precision=HIGHEST)
-    return jnp.take_along_axis(projections, argsort(projections), axis=-1)
 
 
 def _quantile_distance(sorted_x: Float[Array, "L m"], sorted_y: Float[Array, "L n"]) -> Float[Array, ""]:
