@@ -22,7 +22,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_choice, check_integer, check_sample_pair, check_samples
 
-__all__ = ["DEFAULT_ORDER", "SQUASHES", "cmd_loss", "cmd_loss_to_target", "cmd_target", "moments"]
+__all__ = ["DEFAULT_ORDER", "SQUASHES", "cmd_loss", "cmd_loss_to_target", "cmd_target"]
 
 #: Kalischek et al.'s highest order.
 DEFAULT_ORDER = 5
@@ -52,19 +52,15 @@ def cmd_loss(
     return _cmd_loss_to_target(x, _moments(y, order, squash), squash)
 
 
-def moments(
-    samples: ArrayLike, *, order: int = DEFAULT_ORDER, squash: str | None = "sigmoid"
-) -> Float[Array, "K d"]:
-    """Row k - 1: the channels' moment c_k (the mean for k = 1, central moments above), shape (order, d)."""
-    samples = check_samples("samples", samples, allow_feature_map=True)
-    return _moments(samples, *_check(order, squash))
-
-
 def cmd_target(
     y: ArrayLike, *, order: int = DEFAULT_ORDER, squash: str | None = "sigmoid"
 ) -> Float[Array, "K d"]:
-    """The style's side of :func:`cmd_loss`, its moments (:func:`moments`), to compute once."""
-    return moments(y, order=order, squash=squash)
+    """The style's side of :func:`cmd_loss`, computed once: row k - 1 holds the channels' moment c_k.
+
+    The means for k = 1, the central moments above; shape (order, d).
+    """
+    y = check_samples("y", y, allow_feature_map=True)
+    return _moments(y, *_check(order, squash))
 
 
 def cmd_loss_to_target(
