@@ -419,7 +419,10 @@ def orthogonal_normal(key: jax.Array, count: int, dimension: int, dtype: Any) ->
     rotation_key, length_key = jax.random.split(key)
     # drawn flat and reshaped (the same values): a 3-D random shape compiles several times slower
     gaussian = jax.random.normal(rotation_key, (blocks * dimension * dimension,), jnp.float32)
-    q, r = jnp.linalg.qr(gaussian.reshape(blocks, dimension, dimension))
+    # one decomposition at a time: LAPACK's batched QR spreads a batch over the CPU's thread pool
+    # and waits for it, which deadlocks when every thread of that pool runs a device of a
+    # forced multi-device CPU mesh (--xla_force_host_platform_device_count), all in this call
+    q, r = lax.map(jnp.linalg.qr, gaussian.reshape(blocks, dimension, dimension))
     q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
     directions = jnp.swapaxes(q, -1, -2).reshape(blocks * dimension, dimension)[:count]
     lengths = jnp.linalg.norm(jax.random.normal(length_key, (count, dimension), jnp.float32), axis=-1)

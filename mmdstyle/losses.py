@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._checks import check_sample_pair, check_samples, check_scalar
@@ -140,6 +141,7 @@ def mmd_style_loss(
     num_features: int = DEFAULT_NUM_FEATURES,
     num_directions: int = DEFAULT_NUM_DIRECTIONS,
     key: jax.Array | None = None,
+    mesh: Mesh | None = None,
 ) -> Float[Array, ""]:
     """The MMD style loss ``MMD^2[x, y; k] / (4 d^2)`` (Li et al., 2017).
 
@@ -160,6 +162,8 @@ def mmd_style_loss(
       num_features: random Fourier features of the ``"rff"`` route (sin/cos pairs: even).
       num_directions: random directions of the ``"sliced"`` route.
       key: the ``jax.random`` key that the random routes draw from.
+      mesh: a device mesh to split the samples' rows over, passed to :func:`mmdstyle.mmd2`
+        (default: the mesh the samples lie on, if any).
 
     Returns:
       The scalar loss.
@@ -176,6 +180,7 @@ def mmd_style_loss(
         num_features=num_features,
         num_directions=num_directions,
         key=key,
+        mesh=mesh,
     )
     return mmd2_to_style_loss(value, x.shape[1])
 

@@ -35,6 +35,7 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle import random_features, sliced
@@ -57,7 +59,9 @@ from mmdstyle._checks import (
     is_traced,
 )
 from mmdstyle._pytrees import pytree_dataclass
+from mmdstyle._rows import RowSums, pad_rows
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
+from mmdstyle.sharded import Placement, ring_pair_sum, ring_self_sum, sample_placement, with_auto_axes
 
 __all__ = [
     "RANDOM_ROUTES",
@@ -73,6 +77,8 @@ __all__ = [
 ROUTES = ("auto", "feature", "pairwise", "rff", "sliced")
 #: The routes that estimate the exact value from random draws (frequencies, directions).
 RANDOM_ROUTES = ("rff", "sliced")
+#: The routes that run on samples split over a device mesh (:mod:`mmdstyle.sharded`).
+SHARDED_ROUTES = ("feature", "pairwise", "rff")
 #: Default number of random frequencies (route "rff") and directions (route "sliced").
 DEFAULT_NUM_FEATURES = 1024
 DEFAULT_NUM_DIRECTIONS = 256
@@ -168,6 +174,7 @@ def mmd2(
     num_features: int = DEFAULT_NUM_FEATURES,
     num_directions: int = DEFAULT_NUM_DIRECTIONS,
     key: jax.Array | None = None,
+    mesh: Mesh | None = None,
 ) -> Float[Array, ""]:
     """Squared Maximum Mean Discrepancy between the samples x and y under ``kernel``.
 
@@ -194,6 +201,14 @@ def mmd2(
       key: ``jax.random`` key for the random routes' draws (required there, ignored by the
         exact routes). The same key gives the same frequencies or directions, so with a fixed
         key the estimate is a deterministic, differentiable function of x, y and the kernel.
+      mesh: a ``jax.sharding.Mesh`` to split the samples' rows over (all its axes). By default
+        the rows stay where x and y lie: samples placed with ``NamedSharding(mesh,
+        PartitionSpec(axes, None))`` are summed on that mesh, in one process or several. There
+        the feature and random-feature routes total each device's rows and add the totals, and
+        the pairwise route passes blocks of rows round a ring of devices (:mod:`mmdstyle.sharded`),
+        so no device holds more than two blocks of a set; m and n need not divide by the device
+        count. The value is the one-device value, up to the order of the sums. The sliced route
+        and the linear-time estimator run on the whole arrays, which XLA partitions as it sees fit.
 
     Returns:
       The scalar estimate, in the dtype of the samples. Jit-compiled; differentiable in x, y
@@ -203,11 +218,13 @@ def mmd2(
       give the same value, exactly (docs/math.md, "Numerics": "Range").
 
     Raises:
-      ValueError: bad samples, estimator, block size, kernel, route or key; and, where the call
-        is not traced, a value that is not finite: NaN or infinite samples (the message counts
-        them), or a value beyond the dtype's range.
+      ValueError: bad samples, estimator, block size, kernel, route or key; a ``mesh`` that is
+        not a Mesh, samples split along their channels or over different meshes; and, where the
+        call is not traced, a value that is not finite: NaN or infinite samples (the message
+        counts them), or a value beyond the dtype's range.
     """
-    x, y = check_sample_pair(x, y)
+    x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
+    placement = sample_placement(x, y, mesh)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_kernel("kernel", kernel)
@@ -220,8 +237,11 @@ def mmd2(
             random_features.check_enough_features(kernel, draws)
         else:
             draws = check_integer("num_directions", num_directions)
+    if chosen not in SHARDED_ROUTES:
+        placement = None
     if block_size is None:
-        block_size = default_block_size(x.shape[0], y.shape[0])
+        blocks = 1 if placement is None else placement.size  # a device sums its own blocks of rows
+        block_size = default_block_size(-(-x.shape[0] // blocks), -(-y.shape[0] // blocks))
     powers = _nonzero_powers(kernel) if chosen == "feature" else None
     value = _mmd2(
         x,
@@ -233,6 +253,7 @@ def mmd2(
         block_size=block_size,
         powers=powers,
         draws=draws,
+        placement=placement,
     )
     return check_finite_value(value, f"MMD^2 under {kernel!r}", {"x": x, "y": y})
 
@@ -243,7 +264,9 @@ def _nonzero_powers(kernel: AbstractKernel) -> tuple[int, ...]:
     return tuple(p for p, c in enumerate(coefficients) if is_traced(c) or not np.all(np.asarray(c) == 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "route", "block_size", "powers", "draws"))
+@functools.partial(
+    jax.jit, static_argnames=("estimator", "route", "block_size", "powers", "draws", "placement")
+)
 def _mmd2(
     x: Float[Array, "m d"],
     y: Float[Array, "n d"],
@@ -255,6 +278,7 @@ def _mmd2(
     block_size: int,
     powers: tuple[int, ...] | None,
     draws: int | None,
+    placement: Placement | None = None,
 ) -> Float[Array, ""]:
     # the samples brought into (-1, 1) by a power of two, which rounds nothing; the value
     # multiplied back (docs/math.md, "Numerics")
@@ -267,16 +291,40 @@ def _mmd2(
     elif route == "rff":
         # MMD^2 is linear in the kernel: the spectral terms by random features, the rest exactly
         spectral, exact = random_features.split_kernel(kernel)
-        value = random_features.rff_mmd2(x, y, spectral, key, num_features=draws, unbiased=unbiased)
+        value = random_features.rff_mmd2(
+            x, y, spectral, key, num_features=draws, unbiased=unbiased, placement=placement
+        )
         if exact is not None:
-            value = value + feature_mmd2(x, y, _feature_coefficients(exact), unbiased=unbiased)
+            value = value + _feature_route(x, y, _feature_coefficients(exact), unbiased, None, placement)
     elif route == "sliced":
         value = sliced.sliced_mmd2(x, y, kernel, key, num_directions=draws, unbiased=unbiased)
     elif route == "feature":
-        value = feature_mmd2(x, y, _feature_coefficients(kernel), unbiased=unbiased, powers=powers)
+        value = _feature_route(x, y, _feature_coefficients(kernel), unbiased, powers, placement)
     else:
-        value = pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size)
+        value = pairwise_mmd2(x, y, kernel, unbiased=unbiased, block_size=block_size, placement=placement)
     return value if scaled is None else undo(value)
+
+
+def _feature_route(
+    x: Float[Array, "m d"],
+    y: Float[Array, "n d"],
+    coefficients: tuple[ArrayLike, ...],
+    unbiased: bool,
+    powers: tuple[int, ...] | None,
+    placement: Placement | None,
+) -> Float[Array, ""]:
+    """:func:`feature_mmd2`, on one device or from each device's totals of its rows."""
+    if placement is None:
+        return feature_mmd2(x, y, coefficients, unbiased=unbiased, powers=powers)
+
+    def on_device(
+        coefficients: tuple[Array, ...], x: Array, x_rows: RowSums, y: Array, y_rows: RowSums
+    ) -> Array:
+        return feature_mmd2(
+            x, y, coefficients, unbiased=unbiased, powers=powers, x_rows=x_rows, y_rows=y_rows
+        )
+
+    return placement.over_rows(on_device, x, y, tuple(jnp.asarray(c) for c in coefficients))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,11 +338,15 @@ def feature_mmd2(
     *,
     unbiased: bool,
     powers: tuple[int, ...] | None = None,
+    x_rows: RowSums | None = None,
+    y_rows: RowSums | None = None,
 ) -> Float[Array, ""]:
     """MMD^2 for ``k(a, b) = c_0 + c_1 a^T b + c_2 (a^T b)^2`` from means and Gram matrices.
 
     ``powers`` lists the p whose c_p may be nonzero (default: all); terms known to vanish, such
-    as the linear one of ``Polynomial(2)``, then cost nothing.
+    as the linear one of ``Polynomial(2)``, then cost nothing. ``x_rows`` and ``y_rows`` say how
+    to total over each set's rows (default: all rows are real and on this device; inside
+    ``shard_map``, padded rows weigh 0 and the devices' totals are added).
 
     The biased estimate is written without cancelling sums (docs/math.md, "Feature route"):
 
@@ -308,10 +360,11 @@ def feature_mmd2(
     c = tuple(coefficients) + (0.0,) * (3 - len(coefficients))
     powers = range(len(coefficients)) if powers is None else powers
     has_linear, has_quadratic = 1 in powers, 2 in powers
-    m, n = float(x.shape[0]), float(y.shape[0])
-    mean_x, mean_y = jnp.mean(x, axis=0, keepdims=True), jnp.mean(y, axis=0, keepdims=True)
-    gram_x = jnp.matmul(x.T, x, precision=HIGHEST) / m if has_quadratic else None
-    gram_y = jnp.matmul(y.T, y, precision=HIGHEST) / n if has_quadratic else None
+    x_rows = RowSums(x.shape[0]) if x_rows is None else x_rows
+    y_rows = RowSums(y.shape[0]) if y_rows is None else y_rows
+    mean_x, mean_y = x_rows.mean(x)[None, :], y_rows.mean(y)[None, :]
+    gram_x = x_rows.gram(x) / float(x_rows.count) if has_quadratic else None
+    gram_y = y_rows.gram(y) / float(y_rows.count) if has_quadratic else None
     value = jnp.zeros((), x.dtype)
     if has_linear:
         value = value + c[1] * jnp.sum((mean_x - mean_y) ** 2)
@@ -320,33 +373,25 @@ def feature_mmd2(
     if not unbiased:
         return value
 
-    def diagonal_correction(samples: Array, mean: Array, gram: Array | None) -> Array:
-        size = float(samples.shape[0])
+    def diagonal_correction(samples: Array, rows: RowSums, mean: Array, gram: Array | None) -> Array:
+        size = float(rows.count)
         correction = jnp.zeros((), samples.dtype)
         if has_linear:
-            correction = correction - c[1] * jnp.sum((samples - mean) ** 2)
+            correction = correction - c[1] * rows.sum(jnp.sum((samples - mean) ** 2, axis=-1))
         if has_quadratic:
-            fourth_powers = jnp.sum(jnp.sum(samples * samples, axis=-1) ** 2)
+            fourth_powers = rows.sum(jnp.sum(samples * samples, axis=-1) ** 2)
             correction = correction + c[2] * (size * jnp.sum(gram**2) - fourth_powers)
         return correction / (size * (size - 1.0))
 
-    return value + diagonal_correction(x, mean_x, gram_x) + diagonal_correction(y, mean_y, gram_y)
+    return (
+        value
+        + diagonal_correction(x, x_rows, mean_x, gram_x)
+        + diagonal_correction(y, y_rows, mean_y, gram_y)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Pairwise route
-
-
-def _pad_rows(x: Float[Array, "m d"], rows: int) -> tuple[Float[Array, "r d"], Float[Array, " r"]]:
-    """``x`` padded to ``rows`` rows with copies of its last row, and 1/0 weights marking real rows.
-
-    Copies of a real row keep every kernel value finite (zeros might not be in a user's kernel
-    domain), so masked values cannot turn into NaN through 0 * inf.
-    """
-    pad = rows - x.shape[0]
-    padded = jnp.concatenate([x, jnp.broadcast_to(x[-1], (pad, x.shape[1]))]) if pad else x
-    valid = jnp.asarray(np.arange(rows) < x.shape[0], dtype=x.dtype)
-    return padded, valid
 
 
 def _weighted_sum(
@@ -419,9 +464,11 @@ def _chunk_size(span: int, block: int) -> int:
 
 
 def symmetric_kernel_sum(
-    kernel: AbstractKernel, x: Float[Array, "m d"], block_size: int
+    kernel: AbstractKernel, x: Float[Array, "m d"], block_size: int, weights: Float[Array, " m"] | None = None
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """``(sum_{i != j} k(x_i, x_j), sum_i k(x_i, x_i))`` with each unordered block pair once.
+    """``(sum_{i != j} u_i u_j k(x_i, x_j), sum_i u_i k(x_i, x_i))`` with each unordered block pair once.
+
+    The weights u default to 1; padding rows weigh 0.
 
     Block row I is compared with itself and with the cyclic window of the next floor(nb/2)
     blocks (mod nb): over all I this meets every unordered pair of distinct blocks once (counted
@@ -431,12 +478,16 @@ def symmetric_kernel_sum(
     float32); they are computed exactly, from ``kernel.paired``, for the second sum.
     """
     m = x.shape[0]
+    diagonal = kernel.paired(x, x)
+    diagonal_sum = jnp.sum(diagonal) if weights is None else jnp.dot(weights, diagonal, precision=HIGHEST)
     if block_size >= m:  # one block: one tile, self-pairs masked out as below
         matrix = jnp.where(jnp.asarray(~np.eye(m, dtype=bool)), kernel(x, x), 0.0)
-        return jnp.sum(matrix), jnp.sum(kernel.paired(x, x))
+        if weights is None:
+            return jnp.sum(matrix), diagonal_sum
+        return _weighted_sum(matrix, weights, weights), diagonal_sum
     block = block_size
     num_blocks = -(-m // block)
-    padded, valid = _pad_rows(x, num_blocks * block)
+    padded, valid = pad_rows(x, num_blocks * block, weights)
     other_blocks = num_blocks // 2
     block_weights = np.full(other_blocks, 2.0)
     if num_blocks % 2 == 0 and other_blocks:
@@ -461,28 +512,36 @@ def symmetric_kernel_sum(
         window=jnp.asarray(window, x.dtype),
         include_own_block=True,
     )
-    return off_diagonal_sum, jnp.sum(kernel.paired(x, x))
+    return off_diagonal_sum, diagonal_sum
 
 
 def cross_kernel_sum(
-    kernel: AbstractKernel, x: Float[Array, "m d"], y: Float[Array, "n d"], block_size: int
+    kernel: AbstractKernel,
+    x: Float[Array, "m d"],
+    y: Float[Array, "n d"],
+    block_size: int,
+    x_weights: Float[Array, " m"] | None = None,
+    y_weights: Float[Array, " n"] | None = None,
 ) -> Float[Array, ""]:
-    """``sum_ij k(x_i, y_j)``, one block of rows of x against all of y at a time, in tiles."""
+    """``sum_ij u_i v_j k(x_i, y_j)`` (u, v default 1): a block of rows of x against all of y at a time."""
     m, n = x.shape[0], y.shape[0]
     if block_size >= max(m, n):  # one tile
-        return jnp.sum(kernel(x, y))
+        matrix = kernel(x, y)
+        if x_weights is None and y_weights is None:
+            return jnp.sum(matrix)
+        return _weighted_sum(matrix, jnp.ones(m, x.dtype) if x_weights is None else x_weights, y_weights)
     block = min(block_size, m)
-    rows, rows_valid = _pad_rows(x, -(-m // block) * block)
+    rows, rows_valid = pad_rows(x, -(-m // block) * block, x_weights)
     # Without symmetry to exploit, the columns are visited in the fewest tiles that keep a tile
     # under 16 TILE_ELEMENTS (an unweighted row sum streams well even when it leaves the cache).
     chunk = n if block * n <= 16 * TILE_ELEMENTS else _chunk_size(n, block)
-    columns, columns_valid = _pad_rows(y, -(-n // chunk) * chunk)
+    columns, columns_valid = pad_rows(y, -(-n // chunk) * chunk, y_weights)
     return _tiled_kernel_sum(
         kernel,
         rows,
         rows_valid,
         columns,
-        columns_valid if columns.shape[0] != n else None,
+        columns_valid if columns.shape[0] != n or y_weights is not None else None,
         block=block,
         chunk=chunk,
         span=columns.shape[0],
@@ -498,31 +557,65 @@ def pairwise_mmd2(
     *,
     unbiased: bool,
     block_size: int,
+    placement: Placement | None = None,
 ) -> Float[Array, ""]:
-    """MMD^2 from blocked kernel sums; works for every kernel."""
+    """MMD^2 from blocked kernel sums; works for every kernel. On a ``placement``, by rings of devices."""
     if kernel.mmd_shift_invariant:
         # Exact for such kernels, and it shrinks ||a||^2 + ||b||^2 - 2 a^T b cancellation.
         centre = pooled_mean(x, y)
         x, y = x - centre, y - centre
-    x_within = within_term(kernel, x, block_size, unbiased=unbiased)
-    y_within = within_term(kernel, y, block_size, unbiased=unbiased)
-    return x_within + y_within - cross_term(kernel, x, y, block_size)
+    x_within = within_term(kernel, x, block_size, unbiased=unbiased, placement=placement)
+    y_within = within_term(kernel, y, block_size, unbiased=unbiased, placement=placement)
+    return x_within + y_within - cross_term(kernel, x, y, block_size, placement=placement)
 
 
 def within_term(
-    kernel: AbstractKernel, samples: Float[Array, "n d"], block_size: int, *, unbiased: bool
+    kernel: AbstractKernel,
+    samples: Float[Array, "n d"],
+    block_size: int,
+    *,
+    unbiased: bool,
+    placement: Placement | None = None,
 ) -> Float[Array, ""]:
     """One sample set's own term of MMD^2: ``sum_jj' k(s_j, s_j') / n^2``, or over j != j' by n(n-1)."""
-    off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
     n = float(samples.shape[0])
+    if placement is None:
+        off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
+    else:
+        padded, weights = placement.spread(samples)
+        off_diagonal = ring_self_sum(
+            _block_pair_sum(block_size),
+            lambda kernel, a, u: symmetric_kernel_sum(kernel, a, block_size, u)[0],
+            kernel,
+            padded,
+            weights,
+            placement,
+        )
+        diagonal = jnp.dot(weights, kernel.paired(padded, padded), precision=HIGHEST)
     return off_diagonal / (n * (n - 1.0)) if unbiased else (off_diagonal + diagonal) / n**2
 
 
 def cross_term(
-    kernel: AbstractKernel, x: Float[Array, "m d"], y: Float[Array, "n d"], block_size: int
+    kernel: AbstractKernel,
+    x: Float[Array, "m d"],
+    y: Float[Array, "n d"],
+    block_size: int,
+    *,
+    placement: Placement | None = None,
 ) -> Float[Array, ""]:
     """The cross term of MMD^2 (either estimator): ``2 sum_ij k(x_i, y_j) / (m n)``."""
-    return 2.0 * cross_kernel_sum(kernel, x, y, block_size) / (float(x.shape[0]) * float(y.shape[0]))
+    if placement is None:
+        total = cross_kernel_sum(kernel, x, y, block_size)
+    else:
+        total = ring_pair_sum(
+            _block_pair_sum(block_size), kernel, *placement.spread(x), *placement.spread(y), placement
+        )
+    return 2.0 * total / (float(x.shape[0]) * float(y.shape[0]))
+
+
+def _block_pair_sum(block_size: int) -> Callable[..., Array]:
+    """One device's ``sum_ij u_i v_j k(a_i, b_j)`` for the ring, in blocks of ``block_size`` rows."""
+    return lambda kernel, a, u, b, v: cross_kernel_sum(kernel, a, b, block_size, u, v)
 
 
 @pytree_dataclass

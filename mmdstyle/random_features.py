@@ -48,6 +48,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
 from mmdstyle._pytrees import pytree_dataclass
+from mmdstyle._rows import RowSums, pad_rows
 from mmdstyle.kernels import (
     HIGHEST,
     AbstractKernel,
@@ -56,6 +57,7 @@ from mmdstyle.kernels import (
     SumKernel,
     pooled_mean,
 )
+from mmdstyle.sharded import Placement
 
 __all__ = [
     "FeatureTarget",
@@ -276,8 +278,15 @@ def random_fourier_features(
     return jnp.concatenate([root * cosine, root * sine], axis=-1)
 
 
-def _feature_means(samples: Float[Array, "m d"], frequencies: Float[Array, "R d"]) -> Float[Array, "2 R"]:
-    """``[mean_i cos(omega_r^T x_i), mean_i sin(omega_r^T x_i)]``, in blocks of rows."""
+def feature_means(
+    samples: Float[Array, "m d"], frequencies: Float[Array, "R d"], rows: RowSums | None = None
+) -> Float[Array, "2 R"]:
+    """``[mean_i cos(omega_r^T x_i), mean_i sin(omega_r^T x_i)]``, in blocks of rows.
+
+    ``rows`` says how to total over the rows (default: all real, on this device; see
+    :class:`mmdstyle._rows.RowSums`).
+    """
+    rows = RowSums(samples.shape[0]) if rows is None else rows
     m, count = samples.shape[0], frequencies.shape[0]
 
     def block_sums(block: Array, valid: Array | None) -> Array:
@@ -288,20 +297,21 @@ def _feature_means(samples: Float[Array, "m d"], frequencies: Float[Array, "R d"
             return jnp.sum(trigonometric, axis=1)
         return jnp.einsum("r,trf->tf", valid, trigonometric, precision=HIGHEST)
 
-    rows = max(1, ROW_BLOCK_ELEMENTS // count)
-    if m <= rows:
-        return block_sums(samples, None) / m
-    blocks = -(-m // rows)
-    padded = jnp.concatenate([samples, jnp.zeros((blocks * rows - m, samples.shape[1]), samples.dtype)])
-    valid = jnp.asarray(np.arange(blocks * rows) < m, samples.dtype)
+    block = max(1, ROW_BLOCK_ELEMENTS // count)
+    if m <= block:
+        return rows.total(block_sums(samples, rows.weights)) / float(rows.count)
+    blocks = -(-m // block)
+    padded, valid = pad_rows(samples, blocks * block, rows.weights)
 
     @jax.checkpoint
     def add_block(total: Array, index: Array) -> tuple[Array, None]:
-        block = lax.dynamic_slice_in_dim(padded, index * rows, rows)
-        return total + block_sums(block, lax.dynamic_slice_in_dim(valid, index * rows, rows)), None
+        start = index * block
+        return total + block_sums(
+            lax.dynamic_slice_in_dim(padded, start, block), lax.dynamic_slice_in_dim(valid, start, block)
+        ), None
 
-    total, _ = lax.scan(add_block, jnp.zeros((2, count), samples.dtype), jnp.arange(blocks))
-    return total / m
+    total, _ = lax.scan(add_block, rows.zeros((2, count), samples.dtype), jnp.arange(blocks))
+    return rows.total(total) / float(rows.count)
 
 
 def rff_mmd2(
@@ -312,16 +322,35 @@ def rff_mmd2(
     *,
     num_features: int,
     unbiased: bool,
+    placement: Placement | None = None,
 ) -> Float[Array, ""]:
     """MMD^2 of the spectral terms under random Fourier features (see the module docstring).
 
     Both samples are first shifted by their pooled mean: the approximate kernel is exactly
     translation invariant, so the value is unchanged, while the phases ``omega^T x`` stay small
-    enough for float32 cosines to be accurate.
+    enough for float32 cosines to be accurate. With a ``placement`` each device forms its rows'
+    features and the mean features are totalled across devices (:mod:`mmdstyle.sharded`).
     """
     frequencies, weights = draw_frequencies(spectral, key, num_features, x.shape[1], x.dtype)
-    target = _feature_target(y, frequencies, weights, pooled_mean(x, y))
-    return rff_mmd2_to_target(x, target, unbiased=unbiased)
+    centre = pooled_mean(x, y)
+    if placement is None:
+        target = _feature_target(y, frequencies, weights, centre)
+        return rff_mmd2_to_target(x, target, unbiased=unbiased)
+
+    def on_device(
+        frequencies: Array,
+        weights: Array,
+        centre: Array,
+        x: Array,
+        x_rows: RowSums,
+        y: Array,
+        y_rows: RowSums,
+    ) -> Array:
+        mean_x = feature_means(x - centre, frequencies, x_rows)
+        mean_y = feature_means(y - centre, frequencies, y_rows)
+        return mmd2_from_means(mean_x, mean_y, weights, x_rows.count, y_rows.count, unbiased=unbiased)
+
+    return placement.over_rows(on_device, x, y, frequencies, weights, centre)
 
 
 def mmd2_from_means(
@@ -401,7 +430,7 @@ def _feature_target(
     centre: Float[Array, "1 d"],
 ) -> FeatureTarget:
     """The target side of the estimate for samples y under the given draws, phases from ``centre``."""
-    return FeatureTarget(frequencies, weights, centre, _feature_means(y - centre, frequencies), y.shape[0])
+    return FeatureTarget(frequencies, weights, centre, feature_means(y - centre, frequencies), y.shape[0])
 
 
 def rff_mmd2_to_target(x: Float[Array, "m d"], target: FeatureTarget, *, unbiased: bool) -> Float[Array, ""]:
@@ -410,5 +439,5 @@ def rff_mmd2_to_target(x: Float[Array, "m d"], target: FeatureTarget, *, unbiase
     The same value as ``rff_mmd2(x, y, ...)`` with the same draws, up to rounding; only x's
     features are formed, so a loss step costs half as many phases.
     """
-    mean_x = _feature_means(x - target.centre, target.frequencies)
+    mean_x = feature_means(x - target.centre, target.frequencies)
     return mmd2_from_means(mean_x, target.means, target.weights, x.shape[0], target.count, unbiased=unbiased)

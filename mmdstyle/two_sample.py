@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from mmdstyle import random_features
@@ -47,6 +50,7 @@ from mmdstyle._checks import (
 )
 from mmdstyle._host import on_host, writes_result
 from mmdstyle._pytrees import pytree_dataclass
+from mmdstyle._rows import RowSums
 from mmdstyle.kernels import HIGHEST, AbstractKernel, check_kernel, pooled_mean, scale_samples
 from mmdstyle.mmd import (
     DEFAULT_NUM_FEATURES,
@@ -57,6 +61,7 @@ from mmdstyle.mmd import (
     mmd2,
     select_route,
 )
+from mmdstyle.sharded import Placement, sample_placement, with_auto_axes
 
 __all__ = ["METHODS", "TwoSampleTestResult", "mmd2_test", "random_labels", "select_method"]
 
@@ -109,6 +114,7 @@ def mmd2_test(
     route: str = "auto",
     *,
     num_features: int = DEFAULT_NUM_FEATURES,
+    mesh: Mesh | None = None,
 ) -> TwoSampleTestResult:
     """Permutation two-sample test with the MMD^2 statistic; jit-compiled.
 
@@ -143,6 +149,13 @@ def mmd2_test(
         (O((m + n) d R + B (m + n) R) for R frequencies; ``method`` ``"auto"`` or
         ``"permutation"``). The sliced route is refused.
       num_features: 2R, the random features of the ``"rff"`` route (even; ignored otherwise).
+      mesh: a device mesh to split the pooled samples' rows over (default: the mesh x and y lie
+        on, if any; see :func:`mmdstyle.mmd2`). On the ``"rff"`` route each device forms the
+        features of its own rows, once, and a relabelling's feature sums are each device's
+        indicator-weighted sum added across devices: every relabelling for one pass over the
+        samples. The ``"permutation"`` method of the exact routes computes each relabelled
+        statistic with :func:`mmdstyle.mmd2` on the mesh; the ``"matrix"`` method runs as XLA
+        partitions it.
 
     Returns:
       A :class:`TwoSampleTestResult` with the statistic, the p-value and the permuted statistics.
@@ -155,7 +168,8 @@ def mmd2_test(
         or an odd ``num_features`` (see :func:`mmdstyle.mmd2`); a statistic that is not finite
         (NaN or infinite samples, or beyond the dtype's range), as :func:`mmdstyle.mmd2` refuses it.
     """
-    x, y = check_sample_pair(x, y)
+    x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
+    placement = sample_placement(x, y, mesh)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_integer("num_permutations", num_permutations)
@@ -169,7 +183,9 @@ def mmd2_test(
     key = jax.random.key(0) if key is None else key
     if block_size is None:
         block_size = default_block_size(x.shape[0], y.shape[0])
-    result = _mmd2_test(x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws)
+    result = _mmd2_test(
+        x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws, placement
+    )
     check_finite_value(result.statistic, f"The MMD^2 statistic under {kernel!r}", {"x": x, "y": y})
     return result
 
@@ -236,7 +252,7 @@ def select_method(
     return "permutation" if cheap_features else "matrix"
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9, 10))
 def _mmd2_test(
     x: Float[Array, "m d"],
     y: Float[Array, "n d"],
@@ -248,6 +264,7 @@ def _mmd2_test(
     method: str,
     route: str,
     draws: int | None,
+    placement: Placement | None = None,
 ) -> TwoSampleTestResult:
     # as in mmd2: every statistic computed on the samples scaled into (-1, 1), then scaled back
     # (exact, so the order of the statistics, and with it the p-value, is unchanged)
@@ -261,7 +278,9 @@ def _mmd2_test(
     if route == "rff":
         frequency_key, permutation_key = jax.random.split(key)
         keys = jax.random.split(permutation_key, num_permutations)
-        observed, permuted = _rff_statistics(x, y, kernel, frequency_key, keys, draws, unbiased=unbiased)
+        observed, permuted = _rff_statistics(
+            x, y, kernel, frequency_key, keys, draws, unbiased=unbiased, placement=placement
+        )
     else:
         keys = jax.random.split(key, num_permutations)
         if method == "matrix":
@@ -274,7 +293,8 @@ def _mmd2_test(
             def statistic(a: Float[Array, "m d"], b: Float[Array, "n d"]) -> Array:
                 if route == "paired":
                     return linear_time_mmd2(a, b, kernel)
-                return mmd2(a, b, kernel, estimator, block_size=block_size, route=route)
+                mesh = None if placement is None else placement.mesh
+                return mmd2(a, b, kernel, estimator, block_size=block_size, route=route, mesh=mesh)
 
             def relabelled(key: jax.Array) -> tuple[Array, Array]:
                 if route == "paired":  # the linear-time estimator pairs samples in order: permute
@@ -304,6 +324,7 @@ def _rff_statistics(
     num_features: int,
     *,
     unbiased: bool,
+    placement: Placement | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, " B"]]:
     """The observed and the relabelled random-feature MMD^2, from the pooled features formed once.
 
@@ -319,6 +340,7 @@ def _rff_statistics(
     ``LABEL_CHUNK_ELEMENTS``) and multiply them by Z~ at once. Exact inner-product terms of a sum
     kernel (:func:`~mmdstyle.random_features.split_kernel`) are added per relabelling through the
     feature route of the uncentred samples, as :func:`mmdstyle.mmd2` adds them: O(N d^2) each.
+    On a ``placement`` the features stay on the devices of their rows (:func:`_features_on_mesh`).
     """
     m, n = x.shape[0], y.shape[0]
     size = m + n
@@ -327,7 +349,19 @@ def _rff_statistics(
         spectral, frequency_key, num_features, x.shape[1], x.dtype
     )
     pooled = jnp.concatenate([x, y])
-    features, centre, total = _centred_features(pooled - pooled_mean(x, y), frequencies)
+    if placement is None:
+        features, centre, total = _centred_features(pooled - pooled_mean(x, y), frequencies)
+        rows = features.shape[0]  # N, or N rounded up to whole row blocks (rows no indicator selects)
+
+        def label_sums(indicators: Float[Array, "C P"]) -> Float[Array, "C F"]:
+            return jnp.matmul(indicators, features, precision=HIGHEST)
+
+        observed_sums = jnp.sum(features[:m], axis=0)
+    else:
+        label_sums, centre, total, rows = _features_on_mesh(
+            pooled - pooled_mean(x, y), frequencies, placement
+        )
+        observed_sums = label_sums(jnp.asarray(np.arange(rows) < m, x.dtype)[None, :])[0]
     coefficients = None if exact is None else exact.inner_product_coefficients()
 
     def statistics_from_sums(sums: Float[Array, "C F"]) -> Float[Array, " C"]:
@@ -343,12 +377,11 @@ def _rff_statistics(
     def exact_statistic(labels: Bool[Array, " N"]) -> Float[Array, ""]:
         return feature_mmd2(*_split(pooled, labels, m), coefficients, unbiased=unbiased)
 
-    observed = statistics_from_sums(jnp.sum(features[:m], axis=0)[None, :])[0]
+    observed = statistics_from_sums(observed_sums[None, :])[0]
     if exact is not None:
         observed = observed + feature_mmd2(x, y, coefficients, unbiased=unbiased)
 
     num_permutations = keys.shape[0]
-    rows = features.shape[0]  # N, or N rounded up to whole row blocks (rows no indicator selects)
     chunks = -(-num_permutations // max(1, min(num_permutations, LABEL_CHUNK_ELEMENTS // rows)))
     chunk = -(-num_permutations // chunks)
     # The last chunk is filled up with copies of the last key; their statistics are dropped.
@@ -357,8 +390,8 @@ def _rff_statistics(
 
     def chunk_statistics(chunk_keys: jax.Array) -> Float[Array, " C"]:
         labels = _labellings(chunk_keys, m, size)  # (C, N)
-        indicators = jnp.zeros((chunk, rows), features.dtype).at[:, :size].set(labels.astype(features.dtype))
-        statistics = statistics_from_sums(jnp.matmul(indicators, features, precision=HIGHEST))
+        indicators = jnp.zeros((chunk, rows), x.dtype).at[:, :size].set(labels.astype(x.dtype))
+        statistics = statistics_from_sums(label_sums(indicators))
         if exact is not None:
             statistics = statistics + lax.map(exact_statistic, labels)
         return statistics
@@ -481,6 +514,38 @@ def _centred_features(
 
     centred, block_sums = lax.map(centred_block, jnp.arange(blocks))
     return centred.reshape(blocks * rows, 2 * count), centre, jnp.sum(block_sums, axis=0)
+
+
+def _features_on_mesh(
+    samples: Float[Array, "N d"], frequencies: Float[Array, "R d"], placement: Placement
+) -> tuple[Callable[[Array], Array], Float[Array, " 2*R"], Float[Array, " 2*R"], int]:
+    """:func:`_centred_features` with each device forming its own rows' features, and their sums by label.
+
+    Returns ``(label_sums, c, 1^T Z~, P)``: ``label_sums(A)`` is ``A Z~`` for indicators A
+    (C, P) over the P padded rows, each device multiplying its columns of A by its rows of Z~
+    and ``psum`` adding the products, so Z~ never leaves its devices. The centre c is the exact
+    pooled mean feature (a ``psum``), and padding rows are zero in Z~.
+    """
+    padded, valid = placement.spread(samples)
+    rows_of = functools.partial(RowSums, samples.shape[0], axes=placement.axes)
+
+    def featurize(frequencies: Array, block: Array, valid: Array) -> tuple[Array, Array, Array]:
+        cosine, sine = random_features.cos_sin(jnp.matmul(block, frequencies.T, precision=HIGHEST))
+        features = jnp.concatenate([cosine, sine], axis=-1)
+        rows = rows_of(valid)
+        centre = rows.mean(features)
+        centred = (features - centre[None, :]) * valid[:, None]
+        return centred, centre, rows.sum(centred)
+
+    run = placement.map(featurize, (P(), placement.rows, placement.weights), (placement.rows, P(), P()))
+    centred, centre, total = run(frequencies, padded, valid)
+
+    def local_sums(indicators: Array, centred: Array) -> Array:
+        return lax.psum(jnp.matmul(indicators, centred, precision=HIGHEST), placement.axes)
+
+    label_columns = P(None, placement.axes)
+    sums = placement.map(local_sums, (label_columns, placement.rows), P())
+    return (lambda indicators: sums(indicators, centred)), centre, total, padded.shape[0]
 
 
 def _statistics_from_matrix(
