@@ -129,6 +129,10 @@ TEST_CASES = {
 }
 
 
+#: :func:`mmdstyle.analysis.folders.folder_two_sample_tests` on 8 devices and on one (float32 features).
+FOLDER_CASE = "folders-rff"
+
+
 def _two_sample_tests() -> dict[str, dict[str, float]]:
     """mmd2_test on 8 devices and on one: the statistic, the permuted statistics, the p-value."""
     import jax
@@ -150,7 +154,49 @@ def _two_sample_tests() -> dict[str, dict[str, float]]:
             "permuted_error": _relative(one.permuted_statistics, split.permuted_statistics),
             "p_values": [float(one.p_value), float(split.p_value)],
         }
+    results[FOLDER_CASE] = _folder_tests()
     return results
+
+
+def _folder_tests() -> dict[str, float | list[float]]:
+    """folder_two_sample_tests on every device (images and samples split) and on the first one."""
+    import pathlib
+    import tempfile
+
+    import jax
+    import numpy as np
+    from PIL import Image
+
+    from mmdstyle.analysis.folders import folder_two_sample_tests
+    from mmdstyle.features import random_vgg19
+    from tests.helpers import TINY_VGG_WIDTHS
+
+    rng = np.random.default_rng(20170101)
+    with tempfile.TemporaryDirectory() as folder:
+        folders = [pathlib.Path(folder) / name for name in ("a", "b")]
+        for path, shift in zip(folders, (0.0, 0.2), strict=True):
+            path.mkdir()
+            for index in range(11):  # not a multiple of the batch or of the devices
+                pixels = np.clip(rng.random((20, 24, 3)) * 0.7 + shift, 0.0, 1.0)
+                Image.fromarray((pixels * 255).astype(np.uint8)).save(path / f"{index}.png")
+        options = {
+            "extractor": random_vgg19(0, widths=TINY_VGG_WIDTHS),
+            "size": 16,
+            "layers": ("relu1_1",),
+            "positions_per_image": 9,
+            "batch_size": 5,
+            "kernel": "gaussian(sigma=median)@rff(256)",
+            "num_permutations": 99,
+        }
+        split = folder_two_sample_tests(*folders, **options).tests[0]
+        one = folder_two_sample_tests(*folders, devices=jax.devices()[:1], **options).tests[0]
+    return {
+        "statistic": one.statistic,
+        "statistic_error": _relative(np.asarray(one.statistic), np.asarray(split.statistic)),
+        "permuted_error": _relative(one.null_statistics, split.null_statistics),
+        "p_values": [one.p_value, split.p_value],
+        "samples": list(split.samples),
+    }
 
 
 def _memory() -> dict[str, float]:

@@ -77,15 +77,19 @@ def test_split_samples_give_the_one_device_value_and_gradients():
 
 
 def test_permutation_tests_on_a_mesh_give_the_one_device_result():
-    """The random-feature route (features formed where their rows are) and the exact permutation method."""
+    """The random-feature route (features formed where their rows are), the exact permutation method,
+    and two folders of images (batches of images and the tests split over the devices)."""
     reports = _on_eight_devices("tests")
-    assert set(reports) == set(multidevice.TEST_CASES)
+    assert set(reports) == {*multidevice.TEST_CASES, multidevice.FOLDER_CASE}
     for name, report in reports.items():
+        # the folder test's features are the network's float32 ones
+        tolerance = FLOAT32_TOLERANCE if name == multidevice.FOLDER_CASE else FLOAT64_TOLERANCE
         assert report["statistic"] != 0.0, name
-        assert report["statistic_error"] <= FLOAT64_TOLERANCE, name
-        assert report["permuted_error"] <= FLOAT64_TOLERANCE, name
+        assert report["statistic_error"] <= tolerance, name
+        assert report["permuted_error"] <= tolerance, name
         one, split = report["p_values"]
         assert one == split, name
+    assert reports[multidevice.FOLDER_CASE]["samples"] == [11 * 9, 11 * 9]
 
 
 def test_memory_per_device_falls_as_one_over_the_device_count():

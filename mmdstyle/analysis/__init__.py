@@ -4,6 +4,8 @@
   layer, values and gradients, in float64 (the proof) and float32.
 - :mod:`~mmdstyle.analysis.layer_tests`: kernel two-sample tests on each layer's features of two
   images, with Holm's adjustment.
+- :mod:`~mmdstyle.analysis.folders`: the same tests on two collections: every image of two
+  folders, read in batches, on all visible devices.
 - :mod:`~mmdstyle.analysis.comparison`: style transfer with several losses, each result measured
   under several kernels.
 - :mod:`~mmdstyle.analysis.patches`: local statistics, to find a region of a result that never
@@ -14,6 +16,7 @@ This layer builds on :mod:`mmdstyle.style`, :mod:`mmdstyle.features` and the cor
 """
 
 from mmdstyle.analysis.comparison import Comparison, LossRun, compare_losses, style_discrepancies
+from mmdstyle.analysis.folders import collect_folder_samples, folder_two_sample_tests
 from mmdstyle.analysis.layer_tests import (
     LayerTest,
     LayerTestReport,
@@ -37,7 +40,9 @@ __all__ = [
     "LayerTest",
     "LayerTestReport",
     "LossRun",
+    "collect_folder_samples",
     "compare_losses",
+    "folder_two_sample_tests",
     "holm_adjust",
     "image_two_sample_tests",
     "layer_two_sample_tests",

@@ -205,6 +205,7 @@ def layer_two_sample_tests(
     alpha: float = 0.05,
     seed: int = 0,
     source: str = "A vs B",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> LayerTestReport:
     """A permutation MMD test on each layer's two samples, with Holm-adjusted p-values.
 
@@ -221,6 +222,7 @@ def layer_two_sample_tests(
         alpha: family-wise level for the ``different`` verdicts.
         seed: seeds the subsets and the permutations.
         source: what is compared, for the report.
+        mesh: devices to split each layer's samples over (:func:`mmdstyle.mmd2_test`'s ``mesh``).
     """
     if not layers:
         raise ValueError("layers is empty: pass at least one layer name -> (a, b) pair.")
@@ -251,6 +253,7 @@ def layer_two_sample_tests(
             num_permutations=num_permutations,
             key=key,
             estimator=estimator,
+            mesh=mesh,
             **route_options,
         )
         results.append((layer, a, b, used_a, used_b, built, result))

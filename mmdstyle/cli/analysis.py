@@ -21,6 +21,7 @@ from mmdstyle.analysis.comparison import (
     default_measures,
 )
 from mmdstyle.analysis.figures import plot_comparison, plot_identity, plot_layer_tests
+from mmdstyle.analysis.folders import folder_two_sample_tests, image_files
 from mmdstyle.analysis.layer_tests import image_two_sample_tests, permutation_test_options
 from mmdstyle.analysis.verification import synthetic_vgg_layers, verify_gram_mmd_identity, verify_images
 from mmdstyle.cli.command import Command, user_errors
@@ -72,6 +73,13 @@ EPILOG_TEST = f"""examples:
   mmdstyle test texture.png synthesized.png --kernel "laplacian(sigma=median)" --permutations 4999
   mmdstyle test a.png b.png --json tests.json --plot tests.png
   mmdstyle test a.png b.png --size 512 --samples 100000 --kernel "gaussian(sigma=median)@rff(1024)"
+  mmdstyle test sources/ syntheses/ --per-image 256 --kernel "gaussian(sigma=median)@rff(1024)"
+
+Two folders: every file of each (sorted, not subfolders) is read, resized to cover --size x --size
+and centre-cropped; --batch images at a time go through the network, split over all visible
+devices, and --per-image random positions of each image are kept per layer (seeded per image).
+The tests then run on those positions, split over the devices too. A file that is not a readable
+image is skipped with its name on stderr (--unreadable stop: an error instead).
 
 A route may follow the kernel spec after '@': rff(D) tests the MMD^2 of D random Fourier features,
 drawn once per layer, in O(N D) per permutation instead of O(N^2 d): tens of thousands of positions
@@ -337,7 +345,10 @@ def run_compare(arguments: argparse.Namespace) -> int:
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``test``: two images, the kernel and the tests' settings, the outputs."""
     parser.add_argument(
-        "images", nargs="*", metavar="IMAGE", help="IMAGE_A IMAGE_B (default: sample:gravel sample:brick)"
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="IMAGE_A IMAGE_B, or two folders DIR_A DIR_B of images (default: sample:gravel sample:brick)",
     )
     parser.add_argument(
         "--kernel",
@@ -364,6 +375,23 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the subsets and permutations (default 0)"
     )
+    folders = parser.add_argument_group("folders (DIR_A DIR_B)")
+    folders.add_argument(
+        "--per-image",
+        type=at_least(1),
+        default=128,
+        metavar="N",
+        help="random positions kept per image and layer (default 128; --samples does not apply)",
+    )
+    folders.add_argument(
+        "--batch", type=at_least(1), default=8, metavar="B", help="images per run of the network (default 8)"
+    )
+    folders.add_argument(
+        "--unreadable",
+        choices=("skip", "stop"),
+        default="skip",
+        help="a file that is not a readable image: skip it, naming it on stderr (default), or stop",
+    )
     _add_report_outputs(parser, "also draw each layer's null distribution and statistic")
 
 
@@ -372,9 +400,11 @@ def run_test(arguments: argparse.Namespace) -> int:
     check_outputs(("--json", arguments.json, "json"), ("--plot", arguments.plot, "figure"))
     kernel = parse_kernel_spec(arguments.kernel)
     permutation_test_options(kernel, arguments.estimator)  # a route the test refuses, before any image
-    (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
     if arguments.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {arguments.seed}.")
+    if any(Path(name).is_dir() for name in arguments.images):
+        return _run_folder_test(arguments, kernel)
+    (a, b), names = _load_pair(arguments.images, ("sample:gravel", "sample:brick"), "test")
     extractor = extractor_from(arguments)
     if arguments.check:
         layers = resolve_layers(extractor, arguments.layers, role="style")
@@ -395,6 +425,41 @@ def run_test(arguments: argparse.Namespace) -> int:
     )
     print(report.format_table())
     _write(arguments, report.to_dict() | {"images": names}, lambda path: plot_layer_tests(report, path=path))
+    return 0
+
+
+def _run_folder_test(arguments: argparse.Namespace, kernel: Any) -> int:
+    """``mmdstyle test DIR_A DIR_B``: every image of two folders, in batches, on all visible devices."""
+    if len(arguments.images) != 2 or not all(Path(name).is_dir() for name in arguments.images):
+        raise ValueError(
+            f"test takes two folders or two images, not a mix; got {' '.join(arguments.images)}."
+        )
+    extractor = extractor_from(arguments)
+    if arguments.check:
+        layers = resolve_layers(extractor, arguments.layers, role="style")
+        for folder in arguments.images:
+            image_files(folder)
+        return checks_passed(
+            f"folders {' and '.join(arguments.images)}, layers {', '.join(layers)}, kernel {kernel}"
+        )
+    report = folder_two_sample_tests(
+        *arguments.images,
+        extractor=extractor,
+        size=arguments.size,
+        layers=arguments.layers,
+        positions_per_image=arguments.per_image,
+        batch_size=arguments.batch,
+        skip_unreadable=arguments.unreadable == "skip",
+        on_skip=lambda path, reason: print(f"mmdstyle: skipped {reason}", file=sys.stderr),
+        seed=arguments.seed,
+        kernel=kernel,
+        num_permutations=arguments.permutations,
+        estimator=arguments.estimator,
+        alpha=arguments.alpha,
+    )
+    print(report.format_table())
+    data = report.to_dict() | {"folders": list(arguments.images)}
+    _write(arguments, data, lambda path: plot_layer_tests(report, path=path))
     return 0
 
 

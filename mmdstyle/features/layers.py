@@ -28,6 +28,7 @@ __all__ = [
     "as_samples",
     "cast_extractor",
     "compiled_when_eager",
+    "extract_batch_samples",
     "extract_samples",
     "jitted_extractor",
     "resolve_layers",
@@ -82,6 +83,38 @@ def extract_samples(extractor: Any, image: ArrayLike, layers: Sequence[str]) -> 
     """
     maps = jitted_extractor(ExtractorArgument(extractor), jnp.asarray(image), tuple(layers))
     return {layer: as_samples(np.asarray(maps[layer])) for layer in layers}
+
+
+def extract_batch_samples(
+    extractor: Any, images: ArrayLike, layers: Sequence[str], devices: Sequence[jax.Device] | None = None
+) -> dict[str, np.ndarray]:
+    """Each layer's feature maps of a batch of images (B, H, W, 3) as samples (B, h * w, d), NumPy arrays.
+
+    One compiled program per batch shape runs the extractor on every image (``jax.vmap``). With
+    several ``devices`` the batch is split over them, padded with copies of its last image to a
+    multiple of their number (the copies' maps are dropped).
+    """
+    images = jnp.asarray(images)
+    count = images.shape[0]
+    if devices is not None and len(devices) > 1:
+        padded = -(-count // len(devices)) * len(devices)
+        if padded != count:
+            images = jnp.concatenate(
+                [images, jnp.broadcast_to(images[-1], (padded - count, *images.shape[1:]))]
+            )
+        mesh = jax.sharding.Mesh(list(devices), ("images",))
+        images = jax.device_put(
+            images, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images"))
+        )
+    maps = _batch_extractor(ExtractorArgument(extractor), images, tuple(layers))
+    return {
+        layer: np.asarray(maps[layer][:count]).reshape(count, -1, maps[layer].shape[-1]) for layer in layers
+    }
+
+
+@jax.jit(static_argnames="layers")
+def _batch_extractor(extractor: ExtractorArgument, images: Array, layers: tuple[str, ...]) -> dict[str, Any]:
+    return jax.vmap(lambda image: dict(extractor(image, layers)))(images)
 
 
 @jax.tree_util.register_pytree_node_class
