@@ -419,10 +419,15 @@ def orthogonal_normal(key: jax.Array, count: int, dimension: int, dtype: Any) ->
     rotation_key, length_key = jax.random.split(key)
     # drawn flat and reshaped (the same values): a 3-D random shape compiles several times slower
     gaussian = jax.random.normal(rotation_key, (blocks * dimension * dimension,), jnp.float32)
-    # one decomposition at a time: LAPACK's batched QR spreads a batch over the CPU's thread pool
-    # and waits for it, which deadlocks when every thread of that pool runs a device of a
-    # forced multi-device CPU mesh (--xla_force_host_platform_device_count), all in this call
-    q, r = lax.map(jnp.linalg.qr, gaussian.reshape(blocks, dimension, dimension))
+    gaussian = gaussian.reshape(blocks, dimension, dimension)
+    if jax.default_backend() == "cpu":
+        # one decomposition at a time: LAPACK's batched QR spreads a batch over the CPU's thread
+        # pool and waits for it, which deadlocks when every thread of that pool runs a device of
+        # a forced multi-device CPU mesh (--xla_force_host_platform_device_count), all in this
+        # call. The same values; on one device 0.7 -> 1.1 ms for 512 frequencies in d = 5.
+        q, r = lax.map(jnp.linalg.qr, gaussian)
+    else:  # accelerators decompose a batch at once
+        q, r = jnp.linalg.qr(gaussian)
     q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
     directions = jnp.swapaxes(q, -1, -2).reshape(blocks * dimension, dimension)[:count]
     lengths = jnp.linalg.norm(jax.random.normal(length_key, (count, dimension), jnp.float32), axis=-1)

@@ -225,6 +225,8 @@ def mmd2(
     """
     x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
     placement = sample_placement(x, y, mesh)
+    if placement is not None:
+        x, y = placement.receive(x), placement.receive(y)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_kernel("kernel", kernel)

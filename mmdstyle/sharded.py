@@ -96,6 +96,20 @@ class Placement:
             lax.with_sharding_constraint(weights, NamedSharding(self.mesh, self.weights)),
         )
 
+    def receive(self, array: Any) -> Any:
+        """A concrete array on other devices than the mesh's, moved onto them (rows split where they divide).
+
+        A compiled program takes its arguments from one set of devices; a sample set placed on
+        one device beside another split over the mesh would be refused by JAX. Traced arrays,
+        NumPy arrays and arrays already on the mesh's devices come back unchanged.
+        """
+        if is_traced(array) or not isinstance(array, jax.Array):
+            return array
+        if array.sharding.device_set == set(self.mesh.devices.flat):
+            return array
+        spec = self.rows if array.shape[0] % self.size == 0 else P()
+        return jax.device_put(array, NamedSharding(self.mesh, spec))
+
     def map(self, body: Callable[..., Any], in_specs: Any, out_specs: Any, *, check_vma: bool = True) -> Any:
         """``body`` run on each device's blocks (``jax.shard_map`` over this mesh)."""
         return jax.shard_map(
@@ -145,18 +159,18 @@ def with_auto_axes(array: Any) -> Any:
     automatic partitioning. The data stay where they are. Anything else comes back unchanged.
 
     Raises:
-      ValueError: a traced array (inside the caller's ``jit``) split over ``Explicit`` axes,
-        which cannot be relabelled there.
+      ValueError: a traced array (inside the caller's ``jit``, ``grad`` or ``vmap``) split over
+        ``Explicit`` axes, which cannot be relabelled there.
     """
     if is_traced(array):
         sharding = getattr(jax.typeof(array), "sharding", None)
         axes = () if sharding is None else [a for a in sharding.spec if a is not None]
         if axes and AxisType.Explicit in sharding.mesh.axis_types:
             raise ValueError(
-                f"the samples are split over a mesh with Explicit axes ({sharding.spec}) inside jit, "
-                "where mmd2 cannot relabel them. Build the mesh with Auto axes, e.g. "
-                "jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names)), "
-                "or call mmdstyle.mmd2 outside jit."
+                f"the samples are split over a mesh with Explicit axes ({sharding.spec}) inside a JAX "
+                "transformation (jit, grad, vmap), where mmdstyle cannot relabel them. Build the mesh "
+                "with Auto axes: jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * "
+                "len(names)) (jax.make_mesh's default is Explicit)."
             )
         return array
     if not isinstance(array, jax.Array):
@@ -176,10 +190,11 @@ def _row_split(name: str, array: Any) -> tuple[Mesh, tuple[str, ...]] | None:
         return None
     spec = tuple(sharding.spec) + (None,) * (array.ndim - len(sharding.spec))
     if array.ndim == 2 and spec[1] is not None:
+        rows = spec[0] if spec[0] is not None else spec[1]
         raise ValueError(
             f"{name} is split along its channels (partition {sharding.spec}); mmd2 splits samples "
             f"by rows, each device holding whole samples. Place {name} with "
-            f"NamedSharding(mesh, PartitionSpec({spec[1]!r}, None)) instead."
+            f"NamedSharding(mesh, PartitionSpec({rows!r}, None)) instead."
         )
     if spec[0] is None:
         return None

@@ -155,7 +155,9 @@ def mmd2_test(
         indicator-weighted sum added across devices: every relabelling for one pass over the
         samples. The ``"permutation"`` method of the exact routes computes each relabelled
         statistic with :func:`mmdstyle.mmd2` on the mesh; the ``"matrix"`` method runs as XLA
-        partitions it.
+        partitions it. The statistics are the one-device ones up to the order of the sums; so is
+        the p-value, except where a relabelling reproduces the observed split (likely only for
+        a few samples), whose statistic ties the observed one up to rounding either way.
 
     Returns:
       A :class:`TwoSampleTestResult` with the statistic, the p-value and the permuted statistics.
@@ -170,6 +172,8 @@ def mmd2_test(
     """
     x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
     placement = sample_placement(x, y, mesh)
+    if placement is not None:
+        x, y = placement.receive(x), placement.receive(y)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_integer("num_permutations", num_permutations)
@@ -182,7 +186,8 @@ def mmd2_test(
         random_features.check_enough_features(kernel, draws)
     key = jax.random.key(0) if key is None else key
     if block_size is None:
-        block_size = default_block_size(x.shape[0], y.shape[0])
+        blocks = 1 if placement is None else placement.size  # a device sums its own blocks of rows
+        block_size = default_block_size(-(-x.shape[0] // blocks), -(-y.shape[0] // blocks))
     result = _mmd2_test(
         x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws, placement
     )

@@ -40,6 +40,8 @@ CASES: dict[str, tuple[str, str, str, int, int, tuple[int, ...], str]] = {
 
 #: Samples placed on the mesh by the caller (NamedSharding), found by mmd2 without ``mesh=``.
 PLACED_CASE = "placed-samples-pairwise-gaussian"
+#: x placed on the mesh, y committed to one device of it.
+BESIDE_CASE = "placed-beside-one-device"
 #: ``mmd_style_loss(..., mesh=...)`` and its gradient in x.
 STYLE_LOSS_CASE = "style-loss-pairwise-gaussian"
 
@@ -107,6 +109,11 @@ def _cases() -> dict[str, dict[str, float]]:
     placed = ms.mmd2(jax.device_put(x, rows), jax.device_put(y, rows), kernel, "unbiased", route="pairwise")
     one = ms.mmd2(x, y, kernel, "unbiased", route="pairwise")
     results[PLACED_CASE] = {"value": float(one), "value_error": _relative(one, placed), "gradient_error": 0.0}
+    # x on the mesh, y committed to one device: y is moved onto the mesh
+    beside = ms.mmd2(
+        jax.device_put(x, rows), jax.device_put(y, jax.devices()[3]), kernel, "unbiased", route="pairwise"
+    )
+    results[BESIDE_CASE] = {"value": float(one), "value_error": _relative(one, beside), "gradient_error": 0.0}
 
     # the style loss through mmd2, on a mesh given to it
     loss = jax.jit(jax.value_and_grad(ms.mmd_style_loss), static_argnames=("estimator", "route", "mesh"))

@@ -61,12 +61,18 @@ def _on_eight_devices(part: str) -> dict:
 
 
 def test_split_samples_give_the_one_device_value_and_gradients():
-    """Every route and estimator, uneven row counts, 2, 3 and 8 devices, a 2 x 4 mesh, float32.
+    """Every route and estimator, uneven row counts, 2, 3 and 8 devices, a 2 x 4 mesh, float32;
+    samples placed by the caller; one set on one device beside one on the mesh; the style loss.
 
     One subprocess for all the cases (each would pay JAX's start); the failures are listed by name.
     """
     reports = _on_eight_devices("cases")
-    assert set(reports) == {*multidevice.CASES, multidevice.PLACED_CASE, multidevice.STYLE_LOSS_CASE}
+    assert set(reports) == {
+        *multidevice.CASES,
+        multidevice.PLACED_CASE,
+        multidevice.BESIDE_CASE,
+        multidevice.STYLE_LOSS_CASE,
+    }
     failures = {}
     for case, report in reports.items():
         float32 = case in multidevice.CASES and multidevice.CASES[case][-1] == "float32"

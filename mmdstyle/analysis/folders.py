@@ -81,7 +81,7 @@ def collect_folder_samples(
     for every image), ``batch_size`` images at a time go through the extractor (split over
     ``devices``), and of each image's map ``positions_per_image`` positions are kept, drawn from
     ``numpy.random.default_rng((seed, index))`` for the image's index among the readable ones:
-    only the kept positions stay in memory, never the images or whole maps.
+    what stays in memory is the kept positions, one batch of images and its maps at a time.
 
     Raises:
         ValueError: not a folder, no files, a file that is not a readable image while

@@ -367,7 +367,10 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimator", choices=ESTIMATORS, default="unbiased", help="default unbiased")
     parser.add_argument("--alpha", type=level, default=0.05, help="family-wise level (default 0.05)")
     parser.add_argument(
-        "--size", type=at_least(16), default=128, help="longer side of each image (default 128)"
+        "--size",
+        type=at_least(16),
+        default=128,
+        help="longer side of each image; for folders, the side of the square crops (default 128)",
     )
     parser.add_argument(
         "--layers", type=parse_names, metavar="L1,L2", help="default: the extractor's style layers"
@@ -430,7 +433,9 @@ def run_test(arguments: argparse.Namespace) -> int:
 
 def _run_folder_test(arguments: argparse.Namespace, kernel: Any) -> int:
     """``mmdstyle test DIR_A DIR_B``: every image of two folders, in batches, on all visible devices."""
-    if len(arguments.images) != 2 or not all(Path(name).is_dir() for name in arguments.images):
+    if len(arguments.images) != 2:
+        raise ValueError(f"test takes two folders (or two images); got {len(arguments.images)}.")
+    if not all(Path(name).is_dir() for name in arguments.images):
         raise ValueError(
             f"test takes two folders or two images, not a mix; got {' '.join(arguments.images)}."
         )
