@@ -66,13 +66,13 @@ class RowSums:
         zeros = jnp.zeros(shape, dtype)
         return zeros if self.axes is None else lax.pcast(zeros, self.axes, to="varying")
 
-    def sum(self, values: Float[Array, r * rest]) -> Float[Array, "*rest"]:
+    def sum(self, values: Float[Array, "r ..."]) -> Float[Array, " ..."]:
         """``sum_i w_i values_i`` over the rows, on every device together."""
         if self.weights is None:
             return self.total(jnp.sum(values, axis=0))
         return self.total(jnp.tensordot(self.weights, values, axes=1, precision=HIGHEST))
 
-    def mean(self, values: Float[Array, r * rest]) -> Float[Array, "*rest"]:
+    def mean(self, values: Float[Array, "r ..."]) -> Float[Array, " ..."]:
         """The mean of ``values`` over the real rows."""
         return self.sum(values) / float(self.count)
 
