@@ -23,8 +23,9 @@ import os
 import sys
 import time
 
-if "jax" not in sys.modules and "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+FORCED = "--xla_force_host_platform_device_count"
+if "jax" not in sys.modules and FORCED not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FORCED}=8"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -42,7 +43,7 @@ ROUTES = {
 
 
 def _program(route: str, devices: int) -> tuple[jax.stages.Wrapped, NamedSharding]:
-    """The jitted value and gradient of route's MMD^2 on the first ``devices`` devices, and the rows' placement."""
+    """The jitted value and gradient of route's MMD^2 on the first ``devices`` devices; the rows' placement."""
     kernel, extra = ROUTES[route]
     mesh = Mesh(jax.devices()[:devices], ("samples",))
 
@@ -74,7 +75,9 @@ def seconds(route: str, devices: int, m: int, d: int, repeats: int = 3) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: check that the script runs")
     arguments = parser.parse_args()
     memory_size, time_size, d = (2**12, 512, 16) if arguments.quick else (2**18, 16384, 64)
