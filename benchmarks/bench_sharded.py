@@ -43,7 +43,7 @@ ROUTES = {
 
 
 def _program(route: str, devices: int) -> tuple[jax.stages.Wrapped, NamedSharding]:
-    """The jitted value and gradient of route's MMD^2 on the first ``devices`` devices; the rows' placement."""
+    """Route's jitted MMD^2 value and gradient on the first ``devices`` devices; the rows' placement."""
     kernel, extra = ROUTES[route]
     mesh = Mesh(jax.devices()[:devices], ("samples",))
 
