@@ -20,7 +20,7 @@ says how a sum is formed across the devices; :mod:`mmdstyle.mmd` says what is su
   (:func:`mmdstyle._rows.pad_rows`), so m and n need not divide by the number of devices.
 
 Per ring step a device computes (m/p)(n/p) kernel values, O((m/p)(n/p) d) work, and sends
-(m/p) d numbers: docs/scaling.md works out when a ring stays compute-bound.
+(n/p) d numbers (a block of y): docs/scaling.md works out when a ring stays compute-bound.
 
 References:
   JAX documentation, "Distributed arrays and automatic parallelization" and "shard_map for
