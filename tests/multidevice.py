@@ -42,6 +42,11 @@ CASES: dict[str, tuple[str, str, str, int, int, tuple[int, ...], str]] = {
 PLACED_CASE = "placed-samples-pairwise-gaussian"
 #: x placed on the mesh, y committed to one device of it.
 BESIDE_CASE = "placed-beside-one-device"
+#: name: (kernel, estimator, options) of mmd2 on placed samples by routes XLA partitions itself.
+UNSPLIT_CASES = {
+    "placed-sliced-energy": ("energy", "unbiased", {"route": "sliced", "key": 5}),
+    "placed-linear-time-gaussian": ("gaussian", "linear", {}),
+}
 #: ``mmd_style_loss(..., mesh=...)`` and its gradient in x.
 STYLE_LOSS_CASE = "style-loss-pairwise-gaussian"
 
@@ -114,6 +119,15 @@ def _cases() -> dict[str, dict[str, float]]:
         jax.device_put(x, rows), jax.device_put(y, jax.devices()[3]), kernel, "unbiased", route="pairwise"
     )
     results[BESIDE_CASE] = {"value": float(one), "value_error": _relative(one, beside), "gradient_error": 0.0}
+    # the routes mmd2 does not split by hand run as XLA partitions them, on placed samples too
+    placed_x, placed_y = jax.device_put(x, rows), jax.device_put(y, rows)
+    for name, arguments in UNSPLIT_CASES.items():
+        kernel, estimator, extra = _kernel(arguments[0]), arguments[1], arguments[2]
+        if "key" in extra:
+            extra = {**extra, "key": jax.random.key(extra["key"])}
+        one = ms.mmd2(x, y, kernel, estimator, **extra)
+        placed = ms.mmd2(placed_x, placed_y, kernel, estimator, **extra)
+        results[name] = {"value": float(one), "value_error": _relative(one, placed), "gradient_error": 0.0}
 
     # the style loss through mmd2, on a mesh given to it
     loss = jax.jit(jax.value_and_grad(ms.mmd_style_loss), static_argnames=("estimator", "route", "mesh"))

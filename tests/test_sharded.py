@@ -62,7 +62,8 @@ def _on_eight_devices(part: str) -> dict:
 
 def test_split_samples_give_the_one_device_value_and_gradients():
     """Every route and estimator, uneven row counts, 2, 3 and 8 devices, a 2 x 4 mesh, float32;
-    samples placed by the caller; one set on one device beside one on the mesh; the style loss.
+    samples placed by the caller; one set on one device beside one on the mesh; the style loss;
+    the sliced route and the linear-time estimator on placed samples (XLA's partitioning).
 
     One subprocess for all the cases (each would pay JAX's start); the failures are listed by name.
     """
@@ -72,6 +73,7 @@ def test_split_samples_give_the_one_device_value_and_gradients():
         multidevice.PLACED_CASE,
         multidevice.BESIDE_CASE,
         multidevice.STYLE_LOSS_CASE,
+        *multidevice.UNSPLIT_CASES,
     }
     failures = {}
     for case, report in reports.items():
