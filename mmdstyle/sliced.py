@@ -64,7 +64,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from mmdstyle._checks import check_integer
-from mmdstyle._host import on_host, writes_result
+from mmdstyle._host import on_host, sort_rows, writes_result
 from mmdstyle._pytrees import pytree_dataclass
 from mmdstyle.kernels import HIGHEST, AbstractKernel, Energy, ScaledKernel, orthogonal_normal, pooled_mean
 
@@ -156,7 +156,7 @@ def _host_argsort(values: ArrayLike) -> np.ndarray:
     bits = np.where(bits == np.iinfo(np.int32).min, np.int32(0), bits)
     keys = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)
     packed = (keys << 32) | np.arange(values.shape[-1], dtype=np.int64)
-    packed.sort(axis=-1)
+    sort_rows(packed)
     return (packed & 0xFFFFFFFF).astype(np.int32)
 
 

@@ -433,3 +433,14 @@ def test_the_host_sort_returns_in_a_process_restricted_to_one_core():
     )
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) > 0.0
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_rows_sorted_on_threads_are_sorted_in_place(rng, workers):
+    # the sliced route's host sort: rows split over threads, each sorted in place
+    from mmdstyle._host import sort_rows
+
+    keys = rng.integers(-(2**62), 2**62, size=(2, 5, 101))
+    expected = np.sort(keys, axis=-1)
+    sort_rows(keys, workers=workers)
+    np.testing.assert_array_equal(keys, expected)
