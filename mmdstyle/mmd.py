@@ -467,26 +467,24 @@ def _chunk_size(span: int, block: int) -> int:
 
 def symmetric_kernel_sum(
     kernel: AbstractKernel, x: Float[Array, "m d"], block_size: int, weights: Float[Array, " m"] | None = None
-) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """``(sum_{i != j} u_i u_j k(x_i, x_j), sum_i u_i k(x_i, x_i))`` with each unordered block pair once.
+) -> Float[Array, ""]:
+    """``sum_{i != j} u_i u_j k(x_i, x_j)`` with each unordered block pair once.
 
-    The weights u default to 1; padding rows weigh 0.
+    The weights u default to 1; padding rows weigh 0. The self-pairs' sum is :func:`diagonal_sum`.
 
     Block row I is compared with itself and with the cyclic window of the next floor(nb/2)
     blocks (mod nb): over all I this meets every unordered pair of distinct blocks once (counted
     twice), except, for even nb, the opposite block at distance nb/2, which both ends meet
     (counted once each). Within block I the self-pairs are masked out rather than subtracted
     afterwards (with a small bandwidth they would dominate the sum and swamp the rest in
-    float32); they are computed exactly, from ``kernel.paired``, for the second sum.
+    float32); :func:`diagonal_sum` computes them exactly, from ``kernel.paired``, where needed.
     """
     m = x.shape[0]
-    diagonal = kernel.paired(x, x)
-    diagonal_sum = jnp.sum(diagonal) if weights is None else jnp.dot(weights, diagonal, precision=HIGHEST)
     if block_size >= m:  # one block: one tile, self-pairs masked out as below
         matrix = jnp.where(jnp.asarray(~np.eye(m, dtype=bool)), kernel(x, x), 0.0)
         if weights is None:
-            return jnp.sum(matrix), diagonal_sum
-        return _weighted_sum(matrix, weights, weights), diagonal_sum
+            return jnp.sum(matrix)
+        return _weighted_sum(matrix, weights, weights)
     block = block_size
     num_blocks = -(-m // block)
     padded, valid = pad_rows(x, num_blocks * block, weights)
@@ -514,7 +512,15 @@ def symmetric_kernel_sum(
         window=jnp.asarray(window, x.dtype),
         include_own_block=True,
     )
-    return off_diagonal_sum, diagonal_sum
+    return off_diagonal_sum
+
+
+def diagonal_sum(
+    kernel: AbstractKernel, x: Float[Array, "m d"], weights: Float[Array, " m"] | None = None
+) -> Float[Array, ""]:
+    """``sum_i u_i k(x_i, x_i)`` (u defaults to 1): the self-pairs the biased estimator counts."""
+    diagonal = kernel.paired(x, x)
+    return jnp.sum(diagonal) if weights is None else jnp.dot(weights, diagonal, precision=HIGHEST)
 
 
 def cross_kernel_sum(
@@ -581,20 +587,22 @@ def within_term(
 ) -> Float[Array, ""]:
     """One sample set's own term of MMD^2: ``sum_jj' k(s_j, s_j') / n^2``, or over j != j' by n(n-1)."""
     n = float(samples.shape[0])
+    weights = None
     if placement is None:
-        off_diagonal, diagonal = symmetric_kernel_sum(kernel, samples, block_size)
+        off_diagonal = symmetric_kernel_sum(kernel, samples, block_size)
     else:
-        padded, weights = placement.spread(samples)
+        samples, weights = placement.spread(samples)
         off_diagonal = ring_self_sum(
             _block_pair_sum(block_size),
-            lambda kernel, a, u: symmetric_kernel_sum(kernel, a, block_size, u)[0],
+            lambda kernel, a, u: symmetric_kernel_sum(kernel, a, block_size, u),
             kernel,
-            padded,
+            samples,
             weights,
             placement,
         )
-        diagonal = jnp.dot(weights, kernel.paired(padded, padded), precision=HIGHEST)
-    return off_diagonal / (n * (n - 1.0)) if unbiased else (off_diagonal + diagonal) / n**2
+    if unbiased:
+        return off_diagonal / (n * (n - 1.0))
+    return (off_diagonal + diagonal_sum(kernel, samples, weights)) / n**2
 
 
 def cross_term(
