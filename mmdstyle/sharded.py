@@ -46,10 +46,18 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
-from mmdstyle._checks import is_traced
+from mmdstyle._checks import check_sample_pair, is_traced
 from mmdstyle._rows import RowSums, pad_rows
 
-__all__ = ["Placement", "ring_pair_sum", "ring_self_sum", "sample_placement", "with_auto_axes"]
+__all__ = [
+    "Placement",
+    "device_count",
+    "place_samples",
+    "ring_pair_sum",
+    "ring_self_sum",
+    "sample_placement",
+    "with_auto_axes",
+]
 
 #: ``pair_sum(kernel, a, a_weights, b, b_weights) = sum_ij u_i v_j k(a_i, b_j)`` on one device.
 PairSum = Callable[[Any, Array, Array, Array, Array], Array]
@@ -253,6 +261,29 @@ def sample_placement(x: Any, y: Any, mesh: Mesh | None = None) -> Placement | No
                 )
     placement = Placement(_auto_mesh(chosen), axes)
     return placement if placement.size > 1 else None
+
+
+def place_samples(x: Any, y: Any, mesh: Mesh | None = None) -> tuple[Array, Array, Placement | None]:
+    """The checked sample pair (``check_sample_pair``) and where it is summed: mmd2's and mmd2_test's start.
+
+    Samples on a mesh of ``Explicit`` axes are relabelled (:func:`with_auto_axes`), the placement
+    found (:func:`sample_placement`), and a set on other devices than the placement's moved onto
+    them (:meth:`Placement.receive`).
+
+    Raises:
+      ValueError: bad samples (as ``check_sample_pair``), or a placement :func:`sample_placement`
+        or :func:`with_auto_axes` refuses.
+    """
+    x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
+    placement = sample_placement(x, y, mesh)
+    if placement is not None:
+        x, y = placement.receive(x), placement.receive(y)
+    return x, y, placement
+
+
+def device_count(placement: Placement | None) -> int:
+    """The number of devices a placement splits the rows over: 1 without one."""
+    return 1 if placement is None else placement.size
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ from mmdstyle._checks import (
     check_estimator,
     check_finite_value,
     check_integer,
-    check_sample_pair,
 )
 from mmdstyle._host import on_host, writes_result
 from mmdstyle._pytrees import pytree_dataclass
@@ -61,7 +60,7 @@ from mmdstyle.mmd import (
     mmd2,
     select_route,
 )
-from mmdstyle.sharded import Placement, sample_placement, with_auto_axes
+from mmdstyle.sharded import Placement, device_count, place_samples
 
 __all__ = ["METHODS", "TwoSampleTestResult", "mmd2_test", "random_labels", "select_method"]
 
@@ -170,10 +169,7 @@ def mmd2_test(
         or an odd ``num_features`` (see :func:`mmdstyle.mmd2`); a statistic that is not finite
         (NaN or infinite samples, or beyond the dtype's range), as :func:`mmdstyle.mmd2` refuses it.
     """
-    x, y = check_sample_pair(with_auto_axes(x), with_auto_axes(y))
-    placement = sample_placement(x, y, mesh)
-    if placement is not None:
-        x, y = placement.receive(x), placement.receive(y)
+    x, y, placement = place_samples(x, y, mesh)
     check_estimator(estimator, x.shape[0], y.shape[0])
     check_block_size(block_size)
     check_integer("num_permutations", num_permutations)
@@ -186,8 +182,7 @@ def mmd2_test(
         random_features.check_enough_features(kernel, draws)
     key = jax.random.key(0) if key is None else key
     if block_size is None:
-        blocks = 1 if placement is None else placement.size  # a device sums its own blocks of rows
-        block_size = default_block_size(-(-x.shape[0] // blocks), -(-y.shape[0] // blocks))
+        block_size = default_block_size(x.shape[0], y.shape[0], device_count(placement))
     result = _mmd2_test(
         x, y, kernel, key, num_permutations, estimator, block_size, chosen, route, draws, placement
     )

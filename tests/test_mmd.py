@@ -356,6 +356,10 @@ def test_default_block_size_bounds_the_block():
     assert default_block_size(128, 3) == 128  # up to 128 samples: one tile
     assert default_block_size(10, 7) == 10
     assert default_block_size(1, 1) == 1
+    # split over devices, each device's share of the rows is what its blocks divide
+    assert default_block_size(203, 150, 8) == 26
+    assert default_block_size(65536, 65536, 8) == default_block_size(8192, 8192) == 128
+    assert default_block_size(4096, 100, 2) == 128
 
 
 @pytest.mark.parametrize(
