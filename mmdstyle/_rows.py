@@ -22,9 +22,9 @@ __all__ = ["RowSums", "pad_rows"]
 
 
 def pad_rows(
-    x: Float[Array, "m d"], rows: int, weights: Float[Array, " m"] | None = None
-) -> tuple[Float[Array, "r d"], Float[Array, " r"]]:
-    """``x`` padded to ``rows`` rows with copies of its last row, and weights that give them 0.
+    x: Float[Array, "m ..."], rows: int, weights: Float[Array, " m"] | None = None
+) -> tuple[Float[Array, "r ..."], Float[Array, " r"]]:
+    """``x`` padded to ``rows`` rows (first axis) with copies of its last row; weights that give them 0.
 
     The weights are ``weights`` (default 1) on the real rows. Copies of a real row keep every
     kernel value finite (zeros might not be in a user's kernel domain), so masked values cannot
@@ -32,7 +32,7 @@ def pad_rows(
     the samples, unchanged.
     """
     m, pad = x.shape[0], rows - x.shape[0]
-    padded = jnp.concatenate([x, jnp.broadcast_to(x[-1], (pad, x.shape[1]))]) if pad else x
+    padded = jnp.concatenate([x, jnp.broadcast_to(x[-1], (pad, *x.shape[1:]))]) if pad else x
     valid = jnp.asarray(np.arange(rows) < m, dtype=x.dtype)
     if weights is not None:
         valid = valid * (jnp.concatenate([weights, jnp.zeros(pad, weights.dtype)]) if pad else weights)

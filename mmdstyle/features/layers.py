@@ -22,6 +22,7 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike
 
 from mmdstyle._checks import as_samples, is_traced
+from mmdstyle._rows import pad_rows
 
 __all__ = [
     "ExtractorArgument",
@@ -97,11 +98,7 @@ def extract_batch_samples(
     images = jnp.asarray(images)
     count = images.shape[0]
     if devices is not None and len(devices) > 1:
-        padded = -(-count // len(devices)) * len(devices)
-        if padded != count:
-            images = jnp.concatenate(
-                [images, jnp.broadcast_to(images[-1], (padded - count, *images.shape[1:]))]
-            )
+        images, _ = pad_rows(images, -(-count // len(devices)) * len(devices))
         mesh = jax.sharding.Mesh(list(devices), ("images",))
         images = jax.device_put(
             images, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images"))
