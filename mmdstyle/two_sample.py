@@ -491,10 +491,7 @@ def _centred_features(
     relabelling counts and the column sums 1^T Z~ (over the N real rows) leave out.
     """
     size, count = samples.shape[0], frequencies.shape[0]
-
-    def block_features(block: Float[Array, "r d"]) -> Float[Array, "r F"]:
-        cosine, sine = random_features.cos_sin(jnp.matmul(block, frequencies.T, precision=HIGHEST))
-        return jnp.concatenate([cosine, sine], axis=-1)
+    block_features = functools.partial(_unweighted_features, frequencies=frequencies)
 
     rows = max(1, random_features.ROW_BLOCK_ELEMENTS // count)
     if size <= rows:
@@ -516,6 +513,14 @@ def _centred_features(
     return centred.reshape(blocks * rows, 2 * count), centre, jnp.sum(block_sums, axis=0)
 
 
+def _unweighted_features(
+    block: Float[Array, "r d"], frequencies: Float[Array, "R d"]
+) -> Float[Array, "r 2*R"]:
+    """``Z_i = [cos(omega_r^T s_i)]_r ++ [sin(omega_r^T s_i)]_r`` for each row of ``block``."""
+    cosine, sine = random_features.cos_sin(jnp.matmul(block, frequencies.T, precision=HIGHEST))
+    return jnp.concatenate([cosine, sine], axis=-1)
+
+
 def _features_on_mesh(
     samples: Float[Array, "N d"], frequencies: Float[Array, "R d"], placement: Placement
 ) -> tuple[Callable[[Array], Array], Float[Array, " 2*R"], Float[Array, " 2*R"], int]:
@@ -530,8 +535,7 @@ def _features_on_mesh(
     rows_of = functools.partial(RowSums, samples.shape[0], axes=placement.axes)
 
     def featurize(frequencies: Array, block: Array, valid: Array) -> tuple[Array, Array, Array]:
-        cosine, sine = random_features.cos_sin(jnp.matmul(block, frequencies.T, precision=HIGHEST))
-        features = jnp.concatenate([cosine, sine], axis=-1)
+        features = _unweighted_features(block, frequencies)
         rows = rows_of(valid)
         centre = rows.mean(features)
         centred = (features - centre[None, :]) * valid[:, None]
