@@ -8,6 +8,7 @@ therefore come from NumPy on the CPU (``lax.platform_dependent``), from JAX else
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ import numpy as np
 from jax.experimental.buffer_callback import buffer_callback
 from jaxtyping import Array
 
-__all__ = ["on_host", "sort_rows", "writes_result"]
+__all__ = ["on_host", "over_row_chunks", "sort_rows", "writes_result"]
 
 
 def on_host(into: Callable[..., None], shape: jax.ShapeDtypeStruct, *operands: Array) -> Array:
@@ -55,14 +56,26 @@ def sort_rows(array: np.ndarray, workers: int | None = None) -> None:
     8); a process restricted to one core sorts in one call.
     """
     rows = array.reshape(-1, array.shape[-1])  # a view: the array is contiguous
+    over_row_chunks(lambda chunk: chunk.sort(axis=-1), rows, workers=workers)
+
+
+def over_row_chunks(function: Callable[..., Any], *arrays: np.ndarray, workers: int | None = None) -> None:
+    """``function(*chunks)`` on matching chunks of the 2-D ``arrays``' rows, the chunks on threads.
+
+    For NumPy work that releases the GIL (sorts, binary searches, gathers); ``function`` writes
+    its results into its chunks (views). ``workers`` defaults to the cores this process may use
+    (at most 8); with one worker or one row, one call on the whole arrays.
+    """
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = min(cores, 8)
-    if workers < 2 or rows.shape[0] < 2:
-        rows.sort(axis=-1)
+    count = arrays[0].shape[0]
+    if workers < 2 or count < 2:
+        function(*arrays)
         return
-    chunks = np.array_split(rows, min(workers, rows.shape[0]))
-    list(_sorting_threads(workers).map(lambda chunk: chunk.sort(axis=-1), chunks))
+    bounds = np.linspace(0, count, min(workers, count) + 1).astype(int)
+    chunks = [[array[start:stop] for array in arrays] for start, stop in itertools.pairwise(bounds)]
+    list(_sorting_threads(workers).map(lambda chunk: function(*chunk), chunks))
 
 
 @cache

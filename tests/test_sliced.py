@@ -444,3 +444,15 @@ def test_rows_sorted_on_threads_are_sorted_in_place(rng, workers):
     expected = np.sort(keys, axis=-1)
     sort_rows(keys, workers=workers)
     np.testing.assert_array_equal(keys, expected)
+
+
+def test_the_host_merge_order_of_many_rows_with_ties_is_the_devices():
+    # rows enough for the sort's threads; values on a coarse grid, so that ties are common within
+    # and across the samples; each row's place among the flattened rows is found correctly
+    rng = np.random.default_rng(2)
+    x = np.round(rng.normal(size=(9, 50)) * 4).astype(np.float32) / 4
+    y = np.sort(np.round(rng.normal(size=(9, 40)) * 4).astype(np.float32) / 4, axis=-1)
+    x[4] *= -1e30  # rows far apart in value
+    host = sliced._host_merge_order(x, y)
+    np.testing.assert_array_equal(host, sliced._device_merge_order(jnp.asarray(x), jnp.asarray(y)))
+    np.testing.assert_array_equal(host, np.argsort(np.concatenate([x, y], -1), axis=-1, kind="stable"))
