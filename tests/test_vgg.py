@@ -349,3 +349,23 @@ def test_preprocessing_constants_are_the_published_ones():
     expected = [0.0 - 103.939, 127.5 - 116.779, 255.0 - 123.68]
     np.testing.assert_allclose(preprocess(pixel, "caffe")[0, 0], expected, rtol=1e-12)
     np.testing.assert_array_equal(preprocess(pixel, "none"), pixel)
+
+
+def test_max_pooling_differentiates_as_reduce_window_and_shares_ties():
+    from mmdstyle.features.vgg import _pool
+
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 9, 10, 3)))  # odd height: a row dropped
+    weights = jnp.asarray(np.random.default_rng(4).normal(size=(2, 4, 5, 3)))
+    window = (1, 2, 2, 1)
+
+    def reference(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
+
+    np.testing.assert_array_equal(_pool(x, "max"), reference(x))
+    np.testing.assert_array_equal(
+        jax.grad(lambda x: jnp.sum(_pool(x, "max") * weights))(x),
+        jax.grad(lambda x: jnp.sum(reference(x) * weights))(x),
+    )
+    # a block of equal maxima shares the gradient (PyTorch gives it all to the first)
+    tied = jax.grad(lambda x: jnp.sum(_pool(x, "max")))(jnp.ones((1, 2, 2, 1)))
+    np.testing.assert_array_equal(tied, np.full((1, 2, 2, 1), 0.25))
