@@ -220,3 +220,46 @@ def test_terms_orders_of_magnitude_apart_share_a_log_axis_even_with_a_zero():
     low, high = terms.get_ylim()
     assert low < 1e4 / 15**2  # both curves inside, the zero left out
     assert high > 9e8
+
+
+def test_long_specs_in_a_comparison_break_into_lines_that_never_overlap(rng):
+    # compare --synthesize with notebook 03's characteristic losses and kernels: their specs,
+    # one line each, ran into each other's titles
+    mixture = "gaussian(sigma=median*(0.25,0.5,1,2,4))"
+    losses = (
+        "gram",
+        "mmd:gaussian(sigma=median)@rff(1024)",
+        f"mmd:{mixture}@rff(1024)",
+        "mmd:energy@sliced(64)",
+    )
+    kernels = ("gaussian(sigma=median)", mixture, "energy")
+    image = rng.uniform(size=(16, 16, 3))
+    runs = tuple(LossRun(loss, image, _history(3, 1), 1.5, 2.0, None) for loss in losses)
+    figure = plot_comparison(
+        Comparison(
+            runs=runs,
+            kernels=kernels,
+            layers=("relu", "relu_3"),
+            discrepancies=rng.uniform(0.1, 1.0, size=(len(losses) + 1, len(kernels), 2)),
+            estimator="biased",
+            start=image,
+            style=image,
+            content=None,
+        )
+    )
+    renderer = _drawn(figure)
+    titles = [axis.title for axis in figure.axes if axis.title.get_text()]
+    assert len(titles) == 1 + len(losses) + len(kernels)
+    assert not _text_boxes_overlap(renderer, titles)
+    assert any("\n" in title.get_text() for title in titles)  # the long ones were broken
+
+
+def test_a_spec_breaks_only_between_its_parts():
+    from mmdstyle.analysis.figures import wrap_spec
+
+    spec = "mmd:gaussian(sigma=median*(0.25,0.5,1,2,4))@rff(1024)"
+    assert wrap_spec(spec, 80) == spec
+    assert wrap_spec(spec, 30) == "mmd:gaussian(sigma=median*\n(0.25,0.5,1,2,4))@rff(1024)"
+    assert wrap_spec(spec, 12).replace("\n", "") == spec  # nothing lost, whatever the width
+    assert wrap_spec("gram", 2) == "gram"  # a part longer than the width stays whole
+    assert wrap_spec("0.5*gram + 9.19*bn", 10) == "0.5*gram\n+ 9.19*bn"

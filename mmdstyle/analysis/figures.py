@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,6 +405,22 @@ def plot_kernel_matrix(
 # ---------------------------------------------------------------- images and comparisons
 
 
+def wrap_spec(text: str, width: int) -> str:
+    """``text`` (a loss or kernel spec) in lines of at most ``width`` characters where it can be.
+
+    Lines break before ``@`` and ``+`` and after ``,`` and ``*``, never inside a name or number; a
+    part longer than ``width`` stays whole.
+    """
+    parts = re.findall(r"[^,*@+]+(?:[,*]|(?=[@+])|$)|[@+][^,*@+]*[,*]?", text)
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append(part.lstrip())
+        else:
+            lines[-1] += part
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _show_images(axes: Iterable[Any], images: Sequence[np.ndarray], titles: Sequence[str]) -> None:
     for axis, image, title in zip(axes, images, titles, strict=True):
         axis.imshow(np.clip(np.asarray(image, np.float32), 0.0, 1.0), interpolation="lanczos")
@@ -450,13 +467,16 @@ def plot_comparison(comparison: Comparison) -> Figure:
     pictures = ([comparison.content] if comparison.content is not None else []) + [comparison.style]
     titles = (["content"] if comparison.content is not None else []) + ["style"]
     pictures += [run.image for run in runs]
-    titles += [
-        f"{run.loss}\n{run.seconds:.1f} s" + (" (stopped)" if run.stopped_early else "") for run in runs
-    ]
     kernels = len(comparison.kernels)
-    figure = _new_figure(
-        figsize=(max(2.2 * len(pictures), 4.2 * kernels), 2.6 + 0.32 * len(comparison.rows) + 1.2)
-    )
+    width = max(2.2 * len(pictures), 4.2 * kernels)
+    # a long spec breaks where it reads well, to the room of its picture (8 pt: ~14 characters an inch)
+    titles += [
+        wrap_spec(run.loss, int(14 * width / len(pictures)))
+        + f"\n{run.seconds:.1f} s"
+        + (" (stopped)" if run.stopped_early else "")
+        for run in runs
+    ]
+    figure = _new_figure(figsize=(width, 2.6 + 0.32 * len(comparison.rows) + 1.2))
     top, bottom = figure.subfigures(2, 1, height_ratios=(2.6, 0.32 * len(comparison.rows) + 1.2))
     _show_images(np.atleast_1d(top.subplots(1, len(pictures))), pictures, titles)
     relative = comparison.relative
@@ -485,7 +505,7 @@ def plot_comparison(comparison: Comparison) -> Figure:
         axis.set_xticks(range(len(comparison.layers)), comparison.layers, rotation=30)
         axis.set_yticks(range(len(comparison.rows)), comparison.rows)
         axis.grid(False)
-        axis.set_title(measure_title(kernel), fontsize=9)
+        axis.set_title(wrap_spec(measure_title(kernel), int(11 * 0.8 * width / kernels)), fontsize=9)
     losses = any(measure_title(kernel).startswith("loss") for kernel in comparison.kernels)
     measured = f"{comparison.estimator} MMD^2" + (" (or the loss named)" if losses else "")
     bottom.colorbar(image, ax=list(axes), shrink=0.9, label="value / value at the start")
