@@ -26,7 +26,8 @@ def readme_commands() -> list[str]:
     commands quoted in its prose, except those with placeholders (``[CONTENT STYLE]``, ``IMAGE_A``)."""
     text = README.read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
-    lines = [line for block in blocks for line in block.splitlines() if line.startswith("mmdstyle ")]
+    joined = [block.replace("\\\n", " ") for block in blocks]  # continued lines as one
+    lines = [line for block in joined for line in block.splitlines() if line.startswith("mmdstyle ")]
     quoted = [" ".join(span.split()) for span in re.findall(r"(?<!`)`(mmdstyle [^`]+)`", text)]
     return lines + [command for command in quoted if not re.search(r"\[|\b[A-Z][A-Z_]+\b", command)]
 

@@ -19,7 +19,7 @@ from mmdstyle.features import (
     resolve_extractor,
 )
 
-BUILTINS = ("default", "vgg19", "random-vgg19", "multiscale-random")
+BUILTINS = ("default", "vgg19", "random-vgg19", "multiscale-random", "multiscale-random-small")
 
 
 @pytest.fixture
@@ -39,6 +39,10 @@ def test_builtins_are_built_with_their_options():
     model = get_extractor("random-vgg19", seed=2, widths=((2, 2), (2, 2), (2,) * 4, (2,) * 4, (2,) * 4))
     assert isinstance(model, VGG19)
     assert isinstance(get_extractor("multiscale-random", sizes=(3,), features_per_size=2), MultiScaleRandom)
+    small = get_extractor("multiscale-random-small")
+    assert {f"relu_{size}" for size in (3, 5, 7, 11, 15, 23)} < set(small.layer_names)
+    assert "relu_37" not in small.layer_names
+    assert small(np.zeros((8, 8, 3)), ["relu"])["relu"].shape == (8, 8, 96)
 
 
 @pytest.mark.usefixtures("clean_registry")

@@ -12,6 +12,7 @@ Names are for the command line and configuration files; code can pass extractor 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,10 @@ from jaxtyping import Array, ArrayLike
 from mmdstyle.features.multiscale import MultiScaleRandom
 from mmdstyle.features.pretrained import cached_weights_available, load_vgg19, pretrained_vgg19
 from mmdstyle.features.vgg import Padding, Pooling, random_vgg19
+
+#: ``multiscale-random-small``: the filter sizes and filters per size of notebook 03's network
+SMALL_SIZES: tuple[int, ...] = (3, 5, 7, 11, 15, 23)
+SMALL_FEATURES_PER_SIZE = 16
 
 
 @runtime_checkable
@@ -173,4 +178,9 @@ register_extractor(
     "multiscale-random",
     MultiScaleRandom,
     description="one layer of random filters of sizes 3-55 (Ustyuzhaninov et al. 2017; no download)",
+)
+register_extractor(
+    "multiscale-random-small",
+    functools.partial(MultiScaleRandom, sizes=SMALL_SIZES, features_per_size=SMALL_FEATURES_PER_SIZE),
+    description="the same with 16 filters of each size 3-23: 96 maps (notebook 03's; no download)",
 )
