@@ -116,6 +116,22 @@ def test_transfer_with_adam_and_a_content_term_decreases(network, images):
     assert set(result.history[0]["content"]) == {"relu2_2"}
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_the_steps_differentiate_the_network_prepared_for_gradients(monkeypatch, network, images, optimizer):
+    # VGG19.for_gradients: the input gradients' kernels computed once per run, not per step
+    from mmdstyle.features.vgg import VGG19
+
+    prepared, prepare = [], VGG19.for_gradients
+    monkeypatch.setattr(VGG19, "for_gradients", lambda self: prepared.append(prepare(self)) or prepared[-1])
+    content, style = images
+    transfer(
+        content, [style], config(optimizer=optimizer, steps=2, chunk=2), extractor=network, progress=False
+    )
+    assert prepared  # a copy of the network, with its twins
+    assert all(len(copy.backward_kernels) == 16 for copy in prepared)
+    assert network.backward_kernels is None
+
+
 def test_gram_and_biased_poly2_mmd_follow_the_same_trajectory(network64, images):
     # float64 end to end: the two losses are equal as functions (docs/math.md), so L-BFGS takes the same
     # steps; the only differences are rounding in two summation orders, ~1e-15 per step

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from safetensors.numpy import save_file
 
 from mmdstyle.features import (
@@ -369,3 +370,35 @@ def test_max_pooling_differentiates_as_reduce_window_and_shares_ties():
     # a block of equal maxima shares the gradient (PyTorch gives it all to the first)
     tied = jax.grad(lambda x: jnp.sum(_pool(x, "max")))(jnp.ones((1, 2, 2, 1)))
     np.testing.assert_array_equal(tied, np.full((1, 2, 2, 1), 0.25))
+
+
+@pytest.mark.parametrize("padding", ["zero", "reflect"])
+def test_prepared_for_gradients_it_computes_the_same_values_and_gradients(padding):
+    # the input gradient through the precomputed kernel twins, the kernels' own gradients through
+    # the convolution's: all as the network itself computes them (float64, to rounding)
+    widths = ((4, 4), (6, 6), (8,) * 4, (8,) * 4, (8,) * 4)
+    network = random_vgg19(0, padding=padding, widths=widths, param_dtype=jnp.float64)
+    prepared = network.for_gradients()
+    assert network.backward_kernels is None  # the original is left as it was
+    assert len(prepared.backward_kernels) == 16
+    image = jnp.asarray(np.random.default_rng(9).uniform(size=(35, 38, 3)))
+    layers = ("relu1_1", "relu3_2", "relu4_2", "relu5_1")
+    weights = {layer: jnp.asarray(np.random.default_rng(10).normal(size=(8,))) for layer in layers}
+
+    def loss(image, model):
+        return sum(
+            jnp.sum(jnp.mean(maps, axis=(0, 1)) ** 2 * weights[layer][: maps.shape[-1]])
+            for layer, maps in model(image, layers).items()
+        )
+
+    for model in (network, prepared):
+        assert np.isfinite(float(loss(image, model)))
+    np.testing.assert_allclose(loss(image, prepared), loss(image, network), rtol=1e-13)
+    np.testing.assert_allclose(
+        jax.grad(loss)(image, prepared), jax.grad(loss)(image, network), rtol=1e-11, atol=1e-16
+    )
+
+    def kernel_gradient(model):
+        return nnx.grad(lambda model: loss(image, model))(model).convolutions[3].kernel.get_value()
+
+    np.testing.assert_allclose(kernel_gradient(prepared), kernel_gradient(network), rtol=1e-11, atol=1e-16)

@@ -142,6 +142,17 @@ class ExtractorArgument:
         return cls(children[0] if children else static)
 
 
+def for_gradients(extractor: Any) -> Any:
+    """The extractor prepared for many gradients in the image, where it offers that, else itself.
+
+    An extractor with a ``for_gradients()`` method (:meth:`mmdstyle.features.vgg.VGG19.for_gradients`)
+    returns a copy that computes the same values and gradients faster when differentiated again
+    and again (the style transfer engine's steps); it is made once per run.
+    """
+    prepare = getattr(extractor, "for_gradients", None)
+    return prepare() if callable(prepare) else extractor
+
+
 @jax.jit(static_argnames="layers")
 def jitted_extractor(
     extractor: ExtractorArgument, image: ArrayLike, layers: tuple[str, ...]

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from mmdstyle.features.layers import ExtractorArgument, resolve_layers
+from mmdstyle.features.layers import ExtractorArgument, for_gradients, resolve_layers
 from mmdstyle.features.progress import progress_bar
 from mmdstyle.features.registry import extractor_or_default
 from mmdstyle.style.images import fit_within, luminance_transfer, resize
@@ -293,7 +293,7 @@ def run_stage(
     """
     config = objective.config
     params = jnp.asarray(image, config.dtype)
-    stepper = _stepper(params, ExtractorArgument(extractor), objective)
+    stepper = _stepper(params, ExtractorArgument(for_gradients(extractor)), objective)
     check_memory(stepper.program, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
@@ -777,7 +777,7 @@ def _strength(
     params = jnp.asarray(np.asarray(image, np.float32), config.dtype)
     compile_seconds = 0.0
     if as_the_run:
-        stepper = _stepper(params, ExtractorArgument(extractor), objective)
+        stepper = _stepper(params, ExtractorArgument(for_gradients(extractor)), objective)
         terms, compile_seconds = stepper.start_terms(), stepper.compile_seconds
     else:
         terms = objective.terms_of(params, extractor)
