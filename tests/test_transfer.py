@@ -122,14 +122,16 @@ def test_the_steps_differentiate_the_network_prepared_for_gradients(monkeypatch,
     from mmdstyle.features.vgg import VGG19
 
     prepared, prepare = [], VGG19.for_gradients
-    monkeypatch.setattr(VGG19, "for_gradients", lambda self: prepared.append(prepare(self)) or prepared[-1])
+    monkeypatch.setattr(
+        VGG19, "for_gradients", lambda self, *a: prepared.append(prepare(self, *a)) or prepared[-1]
+    )
     content, style = images
     transfer(
         content, [style], config(optimizer=optimizer, steps=2, chunk=2), extractor=network, progress=False
     )
     assert prepared  # a copy of the network, with its twins
-    assert all(len(copy.backward_kernels) == 16 for copy in prepared)
-    assert network.backward_kernels is None
+    assert all(len(copy.twins) == 16 for copy in prepared)
+    assert network.twins is None
 
 
 def test_gram_and_biased_poly2_mmd_follow_the_same_trajectory(network64, images):

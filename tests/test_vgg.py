@@ -379,8 +379,8 @@ def test_prepared_for_gradients_it_computes_the_same_values_and_gradients(paddin
     widths = ((4, 4), (6, 6), (8,) * 4, (8,) * 4, (8,) * 4)
     network = random_vgg19(0, padding=padding, widths=widths, param_dtype=jnp.float64)
     prepared = network.for_gradients()
-    assert network.backward_kernels is None  # the original is left as it was
-    assert len(prepared.backward_kernels) == 16
+    assert network.twins is None  # the original is left as it was
+    assert len(prepared.twins) == 16
     image = jnp.asarray(np.random.default_rng(9).uniform(size=(35, 38, 3)))
     layers = ("relu1_1", "relu3_2", "relu4_2", "relu5_1")
     weights = {layer: jnp.asarray(np.random.default_rng(10).normal(size=(8,))) for layer in layers}
@@ -402,3 +402,35 @@ def test_prepared_for_gradients_it_computes_the_same_values_and_gradients(paddin
         return nnx.grad(lambda model: loss(image, model))(model).convolutions[3].kernel.get_value()
 
     np.testing.assert_allclose(kernel_gradient(prepared), kernel_gradient(network), rtol=1e-11, atol=1e-16)
+
+
+@pytest.mark.parametrize("padding", ["zero", "reflect"])
+def test_prepared_at_full_width_its_wide_layers_go_by_winograd_to_float32_rounding(padding):
+    # VGG-19's own widths, float32, so that conv4_2 ... conv5_1 take Winograd's route; prepared
+    # for the layers read, the convolutions past them get nothing
+    network = random_vgg19(0, padding=padding)
+    layers = ("relu1_1", "relu4_1", "relu4_2", "relu5_1")
+    prepared = network.for_gradients(layers)
+    winograd_layers = [index for index, twins in enumerate(prepared.twins) if twins and twins.forward]
+    assert winograd_layers == [9, 10, 11, 12]  # conv4_2, conv4_3, conv4_4, conv5_1
+    assert prepared.twins[13] is None  # conv5_2 is not needed
+
+    def winograd_layers_at(size):
+        twins = network.for_gradients(layers, size).twins
+        return [index for index, twin in enumerate(twins) if twin and twin.forward]
+
+    # maps of at most 32 x 32 only: at 256 px conv4's are 32 x 32; at 512 px 64 x 64
+    assert winograd_layers_at((256, 256)) == [9, 10, 11, 12]
+    assert winograd_layers_at((512, 480)) == [12]
+    image = jnp.asarray(np.random.default_rng(11).uniform(size=(36, 44, 3)), jnp.float32)
+
+    def loss(image, model):
+        return sum(jnp.mean(maps**2) for maps in model(image, layers).values())
+
+    plain = jax.jit(jax.value_and_grad(loss))(image, network)
+    fast = jax.jit(jax.value_and_grad(loss))(image, prepared)
+    # float32: Winograd's transforms sum the products in another order, four layers deep
+    # (measured: the value to 8e-8 relative, the gradient to 4e-7 of its largest entry)
+    np.testing.assert_allclose(fast[0], plain[0], rtol=2e-5)
+    scale = float(jnp.max(jnp.abs(plain[1])))
+    np.testing.assert_allclose(fast[1], plain[1], rtol=0, atol=1e-4 * scale)

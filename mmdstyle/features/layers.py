@@ -142,15 +142,18 @@ class ExtractorArgument:
         return cls(children[0] if children else static)
 
 
-def for_gradients(extractor: Any) -> Any:
-    """The extractor prepared for many gradients in the image, where it offers that, else itself.
+def for_gradients(
+    extractor: Any, layers: Sequence[str] | None = None, size: tuple[int, int] | None = None
+) -> Any:
+    """The extractor prepared for many gradients at ``layers`` of images of ``size``, where it can be.
 
-    An extractor with a ``for_gradients()`` method (:meth:`mmdstyle.features.vgg.VGG19.for_gradients`)
-    returns a copy that computes the same values and gradients faster when differentiated again
-    and again (the style transfer engine's steps); it is made once per run.
+    An extractor with a ``for_gradients(layers, size)`` method
+    (:meth:`mmdstyle.features.vgg.VGG19.for_gradients`) returns a copy that computes the same
+    values and gradients faster when differentiated again and again (the style transfer engine's
+    steps); it is made once per run. Any other extractor is returned as it is.
     """
     prepare = getattr(extractor, "for_gradients", None)
-    return prepare() if callable(prepare) else extractor
+    return prepare(layers, size) if callable(prepare) else extractor
 
 
 @jax.jit(static_argnames="layers")

@@ -258,8 +258,13 @@ class _LBFGSSteps:
         return self.lbfgs.step()
 
 
-def _stepper(params: Array, network: ExtractorArgument, objective: Objective) -> _AdamSteps | _LBFGSSteps:
-    """The optimiser of ``objective.config`` at ``params``, its program compiled (or from the cache)."""
+def _stepper(params: Array, extractor: Any, objective: Objective) -> _AdamSteps | _LBFGSSteps:
+    """The optimiser of ``objective.config`` at ``params``, its program compiled (or from the cache).
+
+    The extractor is prepared for the run's many gradients (:func:`for_gradients`: a VGG-19's
+    input-gradient kernels and Winograd filters computed once, for the layers and size it sees).
+    """
+    network = ExtractorArgument(for_gradients(extractor, objective.layers, params.shape[:2]))
     optimizer = OptimizerSettings.of(objective.config)
     if optimizer.kind == "adam":
         return _AdamSteps(params, network, objective, optimizer)
@@ -293,7 +298,7 @@ def run_stage(
     """
     config = objective.config
     params = jnp.asarray(image, config.dtype)
-    stepper = _stepper(params, ExtractorArgument(for_gradients(extractor)), objective)
+    stepper = _stepper(params, extractor, objective)
     check_memory(stepper.program, params.shape[:2])
     history: list[dict] = []
     done, running = 0, 0.0
@@ -777,7 +782,7 @@ def _strength(
     params = jnp.asarray(np.asarray(image, np.float32), config.dtype)
     compile_seconds = 0.0
     if as_the_run:
-        stepper = _stepper(params, ExtractorArgument(for_gradients(extractor)), objective)
+        stepper = _stepper(params, extractor, objective)
         terms, compile_seconds = stepper.start_terms(), stepper.compile_seconds
     else:
         terms = objective.terms_of(params, extractor)
