@@ -526,3 +526,42 @@ def test_a_run_that_cannot_fit_is_refused_from_shapes_before_any_work(network, i
     expected = rf"a {shape[0]} x {shape[1]} image needs at least .* MiB .* Use a size below 24 pixels"
     with pytest.raises(MemoryError, match=expected):
         transfer(content, [style], settings, extractor=network, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("loss", "kept"),
+    [
+        ("gram", False),
+        ("bn", False),
+        ("sw", False),
+        ("w2", False),
+        ("cmd", False),
+        ("mmd:energy@sliced(8)", False),
+        ("mmd:gaussian(sigma=median)@rff(16)", False),
+        ("mmd:(linear + gaussian(sigma=median))@rff(16)", True),  # its exact linear part reads y
+        ("mmd:gaussian(sigma=median)", True),  # pairwise: the cross sum
+        ("mmd:poly2", True),  # the feature route
+        ("0.5*gram + 0.5*mmd:linear", True),
+        ("0.5*gram + 0.5*bn", False),
+    ],
+)
+def test_the_objective_keeps_the_style_samples_only_where_a_term_reads_them(network, images, loss, kept):
+    from mmdstyle.style.objective import Objective
+
+    content, style = images
+    settings = config(loss=loss, style_layers=("relu1_1", "relu2_1"))
+    objective = Objective(settings, network, None, [style])
+    for layer in settings.style_layers:
+        (samples,) = objective.targets["style"][layer]
+        assert (samples.shape[0] > 0) == kept, (loss, samples.shape)
+        assert samples.shape[1] == network(style[:8, :8], [layer])[layer].shape[-1]
+    # and the terms are what they were: the loss at an image as with the samples kept
+    maps = network(jnp.asarray(content), list(settings.style_layers))
+    for layer in settings.style_layers:
+        (term,) = objective.terms[layer]
+        full = ms.as_samples(network(jnp.asarray(style), [layer])[layer])
+        np.testing.assert_allclose(
+            term(ms.as_samples(maps[layer]), objective.targets["style"][layer][0]),
+            term(ms.as_samples(maps[layer]), full),
+            rtol=1e-6,
+        )

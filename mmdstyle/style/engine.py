@@ -184,9 +184,9 @@ def _trial(
 #: The programs, compiled once per optimiser and per structure, shapes and dtypes of their
 #: arguments (the objective's layers and kinds of terms, the extractor's architecture), never per
 #: value: JAX's cache serves a stage, a run or a comparison with the same settings and sizes.
-#: ``keep_unused``: the objective's style features stay arguments even where every term reads
-#: only what was computed from them when it was built (a Gram term its target Gram matrix), so
-#: the compiled step's memory analysis counts all the run holds (:func:`check_memory`).
+#: ``keep_unused``: whatever the run holds stays an argument even where the program does not read
+#: it, so that the compiled step's memory analysis counts it (:func:`check_memory`); the objective
+#: keeps no style samples that no term reads (a Gram term holds its Gram matrix alone).
 _jitted_adam_step = jax.jit(_adam_step, static_argnames="optimizer", keep_unused=True)
 _jitted_trial = jax.jit(_trial, keep_unused=True)
 
@@ -448,10 +448,9 @@ def least_memory(
 ) -> int:
     """Bytes a stage of ``shape`` needs at the least, from shapes alone: nothing is computed.
 
-    The images (the content, the image, its gradient, the style images), the targets (the style
-    layers' features of every style image, the content layers' of the content) and one pass of
-    the network's activations over the image: every named layer up to the deepest one the loss
-    reads. The compiled step needs more (measured: 1.2-2.7x those activations for its
+    The images (the content, the image, its gradient, the style images), the content layers'
+    targets and one pass of the network's activations over the image: every named layer up to
+    the deepest one the loss reads. The compiled step needs more (measured: 1.2-2.7x those activations for its
     temporaries, on VGG-19 and the multi-scale network at 128 and 256 px, besides the weights),
     so a run refused here could never have fitted.
     """
@@ -469,7 +468,9 @@ def least_memory(
     pixels = 3 * int(np.prod(shape)) * (2 if synthesis else 3) + sum(
         3 * int(np.prod(s)) for s in style_shapes
     )
-    targets = sum(elements(s, style_layers) for s in style_shapes) + elements(shape, content_layers)
+    # the content layers' targets; the style layers' samples only where a term reads them at
+    # every evaluation (a Gram term keeps its Gram matrix alone), so a lower bound leaves them out
+    targets = elements(shape, content_layers)
     return itemsize * (pixels + targets + elements(shape, passed))
 
 

@@ -33,7 +33,7 @@ from jaxtyping import Array, Float
 from mmdstyle._checks import check_choice, check_integer, check_scalar, is_traced
 from mmdstyle.features.layers import ExtractorArgument, as_samples, jitted_extractor, resolve_layers
 from mmdstyle.losses import content_loss
-from mmdstyle.style.specs import StyleSpec, parse_style_spec
+from mmdstyle.style.specs import StyleSpec, parse_style_spec, reads_samples
 
 OPTIMIZERS = ("lbfgs", "adam")
 
@@ -271,6 +271,15 @@ class Objective:
                 for style, target in enumerate(self.targets["style"][layer])
             ]
             for index, layer in enumerate(self.style_layers)
+        }
+        # a term whose target holds all it needs (a Gram term its G_y/n) gets no samples: they are
+        # not kept (at 512 px, VGG-19's five style layers of one style image are 127 MB)
+        self.targets["style"] = {
+            layer: [
+                samples if reads_samples(term) else jnp.zeros((0, samples.shape[1]), samples.dtype)
+                for term, samples in zip(self.terms[layer], self.targets["style"][layer], strict=True)
+            ]
+            for layer in self.style_layers
         }
 
     def with_config(self, config: TransferConfig) -> Objective:

@@ -138,6 +138,11 @@ MAX_KERNELS = 64
 SHOWN_CHARACTERS = 80
 
 
+def reads_samples(term: StyleTerm) -> bool:
+    """Whether ``term(x, y)`` reads the style's samples ``y``; a term that says nothing, does."""
+    return getattr(term, "reads_samples", True)
+
+
 class SpecError(ValueError):
     """A loss spec that cannot be parsed; the message shows where and what was expected."""
 
@@ -466,6 +471,9 @@ class GramTerm:
 
     target: Float[Array, "d d"]
 
+    #: the style's samples are not read at evaluation: their target holds all the term needs
+    reads_samples = False
+
     def __call__(self, x: Array, y: Array) -> Array:
         """:func:`mmdstyle.gram_style_loss` of x against the y the term was built from (its ``target``)."""
         return gram_loss_to_target(x, self.target)
@@ -481,6 +489,9 @@ class BNTerm:
     """
 
     target: Float[Array, "2 d"]
+
+    #: the style's samples are not read at evaluation: their target holds all the term needs
+    reads_samples = False
 
     def __call__(self, x: Array, y: Array) -> Array:
         """:func:`mmdstyle.bn_style_loss` of x against the y the term was built from (its ``target``)."""
@@ -498,6 +509,9 @@ class SlicedWassersteinTerm:
 
     target: SlicedWassersteinTarget
 
+    #: the style's samples are not read at evaluation: their target holds all the term needs
+    reads_samples = False
+
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of x against the y the term was built from (its ``target``)."""
         return sliced_wasserstein_to_target(x, self.target)
@@ -514,6 +528,9 @@ class GaussianW2Term:
 
     target: GaussianTarget
 
+    #: the style's samples are not read at evaluation: their target holds all the term needs
+    reads_samples = False
+
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of x against the y the term was built from (its ``target``)."""
         return gaussian_w2_to_target(x, self.target)
@@ -526,6 +543,9 @@ class CMDTerm:
 
     target: Float[Array, "K d"]
     squash: str | None = field(metadata={"static": True})
+
+    #: the style's samples are not read at evaluation: their target holds all the term needs
+    reads_samples = False
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of x against the y the term was built from (its ``target``)."""
@@ -552,6 +572,20 @@ class MMDTerm:
     route: str = field(default="auto", metadata={"static": True})
     size: int | None = field(default=None, metadata={"static": True})
     target: PairwiseTarget | random_features.FeatureTarget | sliced.DirectionTarget | None = None
+
+    @property
+    def reads_samples(self) -> bool:
+        """Whether an evaluation reads the style's samples ``y``, or only the target built from them.
+
+        A random route's target holds the style's side whole, unless the kernel has exact
+        inner-product terms (computed from ``y``); the pairwise route reads ``y`` for the cross
+        sum; the feature route and the linear-time estimator read it whole.
+        """
+        if self.estimator == "linear" or self.target is None or isinstance(self.target, PairwiseTarget):
+            return True
+        if isinstance(self.target, sliced.DirectionTarget):
+            return False
+        return random_features.split_kernel(self.kernel)[1] is not None
 
     def __call__(self, x: Array, y: Array) -> Array:
         """The loss of ``x`` against ``y``, for ``"linear"`` after a fixed reordering of each.
@@ -588,6 +622,11 @@ class WeightedTerms:
 
     weights: tuple[float, ...] = field(metadata={"static": True})
     terms: tuple[StyleTerm, ...]
+
+    @property
+    def reads_samples(self) -> bool:
+        """Whether any of the terms reads the style's samples at evaluation."""
+        return any(reads_samples(term) for term in self.terms)
 
     def __call__(self, x: Array, y: Array) -> Array:
         """``sum_i weights[i] * terms[i](x, y)``; a weight of 1 multiplies nothing."""
