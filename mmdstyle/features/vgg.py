@@ -170,9 +170,12 @@ class VGG19(nnx.Module):
         Args:
           layers: only the convolutions these need are prepared (default: all).
           size: the (height, width) of the images the copy will see, if known: Winograd's route
-            is then taken only where the maps are at most 32 x 32 (:data:`WINOGRAD_MAX_PIXELS`).
-            On larger maps it saves less (0.84x at 64 x 64) and its filters and tile buffers
-            cost memory: a 512 px transfer's peak 1.31 -> 1.59 GiB with every wide layer on it.
+            is then taken only for images of at most 256 x 256 pixels' area
+            (:data:`WINOGRAD_MAX_PIXELS`), whose wide layers' maps are at most 32 x 32, where it
+            gains most (0.64-0.71x). On larger maps it gains less (0.84x at 64 x 64) and its
+            filters and tile buffers cost memory: a 512 px L-BFGS transfer's peak 1.31 -> 1.59
+            GiB with every wide layer on it, 1.21 -> 1.28 GiB with conv5_1 alone (32 x 32 there),
+            which saved no measurable time.
 
         The copy shares the weights' arrays and does not follow later changes of this network's.
         """
@@ -180,12 +183,11 @@ class VGG19(nnx.Module):
         if layers is not None:
             deepest = max(VGG19_LAYERS.index(name) for name in resolve_layers(self, layers))
             needed = sum(name.startswith("conv") for name in VGG19_LAYERS[: deepest + 1])
-        blocks = [int(name[4]) for name in VGG19_CONVOLUTIONS]  # conv3_2 -> 3
         prepared = nnx.clone(self)
-        small = [size is None or _map_pixels(size, block) <= WINOGRAD_MAX_PIXELS for block in blocks]
+        small = size is None or size[0] * size[1] <= WINOGRAD_MAX_PIXELS
         prepared.twins = nnx.List(
             [
-                Twins(c.kernel.get_value(), winograd=small[i]) if i < needed else None
+                Twins(c.kernel.get_value(), winograd=small) if i < needed else None
                 for i, c in enumerate(self.convolutions)
             ]
         )
@@ -242,13 +244,8 @@ class VGG19(nnx.Module):
             convolution.bias.set_value(jnp.asarray(bias, dtype=dtype))
 
 
-#: the largest map (height x width) on which a prepared network convolves by Winograd's route
-WINOGRAD_MAX_PIXELS = 32 * 32
-
-
-def _map_pixels(size: tuple[int, int], block: int) -> int:
-    """Pixels of block ``block``'s maps for an image of ``size`` (each pooling halves, rounding down)."""
-    return (size[0] // 2 ** (block - 1)) * (size[1] // 2 ** (block - 1))
+#: the largest image (height x width) for which a prepared network convolves by Winograd's route
+WINOGRAD_MAX_PIXELS = 256 * 256
 
 
 class Twin(nnx.Variable):
