@@ -178,6 +178,9 @@ class VGG19(nnx.Module):
             which saved no measurable time.
 
         The copy shares the weights' arrays and does not follow later changes of this network's.
+        Its convolutions define reverse-mode derivatives (a custom VJP): ``jax.grad`` and
+        ``jax.vjp`` work, forward mode (``jax.jvp``, ``jax.jacfwd``) does not; use the network
+        itself for those.
         """
         needed = len(VGG19_CONVOLUTIONS)
         if layers is not None:

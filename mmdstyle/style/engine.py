@@ -450,9 +450,9 @@ def least_memory(
 
     The images (the content, the image, its gradient, the style images), the content layers'
     targets and one pass of the network's activations over the image: every named layer up to
-    the deepest one the loss reads. The compiled step needs more (measured: 1.2-2.7x those activations for its
-    temporaries, on VGG-19 and the multi-scale network at 128 and 256 px, besides the weights),
-    so a run refused here could never have fitted.
+    the deepest one the loss reads. The compiled step needs more (measured: 1.2-2.7x those
+    activations for its temporaries, on VGG-19 and the multi-scale network at 128 and 256 px,
+    besides the weights), so a run refused here could never have fitted.
     """
     itemsize = jnp.dtype(config.dtype).itemsize
     style_layers = resolve_layers(extractor, config.style_layers, role="style")
