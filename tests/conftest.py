@@ -88,49 +88,15 @@ def tiny_vgg():
         yield "tiny-vgg"
 
 
-#: Seconds each notebook's execution takes in the suite (one core each; measured 2026-12-01 in a
-#: fresh .ci/run): what spreads them over the workers. A notebook not listed counts as a minute.
-NOTEBOOK_SECONDS = {
-    "03_style_transfer_with_kernels": 148,
-    "02_kernels_and_estimators": 47,
-    "04_two_sample_tests": 38,
-    "05_beyond_mmd": 25,
-    "01_gram_is_mmd": 12,
-}
-
-
 def pytest_collection_modifyitems(items):
-    """Each worker's notebook executions first, the notebooks spread over the workers by time.
+    """Notebook executions first, then every file's tests in order.
 
-    ``--dist worksteal`` gives each worker a contiguous part of this order (worker i of n: what
-    is left divided by n - i; files stay together, so their tests share compiled programs), and
-    a worker that runs out takes tests from the end of another's. The notebook executions, a
-    minute or more each, go at the start of the parts, longest first onto the least loaded
-    worker: all at the start of the first part, one worker ran them one after another (270 s)
-    while the other finished everything else, and the suite took 5:16 instead of about 4:40.
+    ``--dist worksteal`` gives each worker a contiguous part of this order (files stay together,
+    so their tests share compiled programs), and a worker that runs out takes tests from the end
+    of another's. The notebook executions, a minute or more each, go first: last, they would
+    leave one worker running them alone at the end.
     """
-    notebooks = [item for item in items if item.get_closest_marker("notebooks") is not None]
-    others = [item for item in items if item.get_closest_marker("notebooks") is None]
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers < 2 or not notebooks:
-        items[:] = notebooks + others
-        return
-
-    def seconds(item) -> float:
-        path = getattr(item, "callspec", None) and item.callspec.params.get("path")
-        return NOTEBOOK_SECONDS.get(getattr(path, "stem", ""), 60)
-
-    loads, parts = [0.0] * workers, [[] for _ in range(workers)]
-    for notebook in sorted(notebooks, key=seconds, reverse=True):
-        least = loads.index(min(loads))
-        parts[least].append(notebook)
-        loads[least] += seconds(notebook)
-    order, rest, remaining = [], iter(others), len(items)
-    for worker, part in enumerate(parts):
-        size = remaining // (workers - worker)  # what worksteal sends this worker first
-        order += part + [item for _, item in zip(range(size - len(part)), rest, strict=False)]
-        remaining -= size
-    items[:] = order + list(rest)
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
 
 
 def pytest_unconfigure(config):
