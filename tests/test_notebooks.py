@@ -59,7 +59,7 @@ def assert_characteristic_losses_win_at_every_layer_and_one_layer_stalls(
     """Notebook 03's claims, read from its printed tables.
 
     1. Under its own kernel, each characteristic loss's result is closer to the style than the
-       Gram loss's at every layer: every ratio of the table below 1 (measured 0.08-0.71).
+       Gram loss's at every layer: every ratio of the table below 1 (measured 0.06-0.71).
     2. The single Gaussian on the one layer ``relu`` leaves a patch of noise and the five-layer
        characteristic losses do not: its worst patch (mmdstyle.analysis.worst_patch_distance, in
        units of the spread of the style's own patches) more than twice theirs (measured 11.4
