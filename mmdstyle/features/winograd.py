@@ -15,7 +15,9 @@ gradient against ``lax.conv_general_dilated``): 16 x 16 and 32 x 32 maps of 512 
 0.64-0.71x, 64 x 64 0.84x, 8 x 8 0.96x; but 64 x 64 x 256 -> 256 1.25x and 256 x 256 x 64 -> 64
 3.3x, where the transforms' memory traffic outweighs the products saved. :func:`pays` takes the
 route for 512 or more input and output channels (VGG-19's conv4_2 ... conv5_4), float32, on the
-CPU; other backends choose their own algorithms (cuDNN has Winograd kernels).
+CPU; other backends choose their own algorithms (cuDNN has Winograd kernels). A prepared VGG-19
+also limits it to images of up to 256 x 256 pixels' area (``vgg.WINOGRAD_MAX_PIXELS``: on larger
+maps it gains less and its buffers cost memory).
 
 The transforms are exact in real arithmetic; in float32 the result differs from a direct
 convolution by rounding (about 1e-6 of the largest output on VGG-sized layers).
